@@ -1,0 +1,10 @@
+"""The suite's platform apps. Each capability is a package: a pure `core`, a thin `app` adapter.
+
+`APPS` maps the short names the command-line client accepts to the module a manager loads.
+(Kept import-free: naming an app must not load the controller platform.)
+"""
+
+APPS = {
+    "learning": "ryu_apps.learning.app",
+    "roles": "ryu_apps.roles.app",
+}

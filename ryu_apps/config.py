@@ -1,0 +1,94 @@
+"""Per-instance settings, read from the `[sdnmig]` section of the platform's `--config-file`.
+
+`sdnmig controllers start` writes that file; an operator running `osken-manager` by hand can write
+it too. A bad value stops the instance with one line naming the option, before any switch connects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import FrozenSet, Optional
+
+from sdnmig import compat
+
+GROUP = "sdnmig"
+
+_OPTS = [
+    compat.cfg.StrOpt("instance_id", default="c0", help="name of this controller instance"),
+    compat.cfg.StrOpt("redis_host", default="127.0.0.1"),
+    compat.cfg.IntOpt("redis_port", default=6379),
+    compat.cfg.StrOpt("redis_password_file", default="",
+                      help="file holding the Redis password (empty: no password)"),
+    compat.cfg.StrOpt("master_of", default="*",
+                      help="switches this instance is MASTER of: '*', '' (none) or dpids "
+                           "separated by commas (decimal or 0x-hex)"),
+    compat.cfg.FloatOpt("role_timeout", default=3.0, help="seconds before a role request is retried"),
+    compat.cfg.IntOpt("flow_idle_timeout", default=60, help="idle timeout of learnt flows (s)"),
+    compat.cfg.IntOpt("commit_batch", default=256,
+                      help="most packet-ins answered per Redis round trip"),
+]
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    instance_id: str
+    redis_host: str
+    redis_port: int
+    redis_password: Optional[str]
+    master_of: Optional[FrozenSet[int]]  # None means every switch
+    role_timeout: float
+    flow_idle_timeout: int
+    commit_batch: int
+
+    def wants_master(self, dpid: int) -> bool:
+        return self.master_of is None or dpid in self.master_of
+
+
+def parse_dpids(text: str) -> Optional[FrozenSet[int]]:
+    text = text.strip()
+    if text == "*":
+        return None
+    dpids = set()
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            dpid = int(item, 0)
+        except ValueError:
+            raise ConfigError(f"[sdnmig] master_of: {item!r} is not a datapath id") from None
+        if not 0 <= dpid < 1 << 64:
+            raise ConfigError(f"[sdnmig] master_of: {item!r} is out of range")
+        dpids.add(dpid)
+    return frozenset(dpids)
+
+
+def load() -> InstanceConfig:
+    conf = compat.cfg.CONF
+    try:
+        conf.register_opts(_OPTS, group=GROUP)
+    except compat.cfg.DuplicateOptError:
+        pass
+    try:
+        group = getattr(conf, GROUP)
+        password = None
+        if group.redis_password_file:
+            try:
+                with open(group.redis_password_file, encoding="utf-8") as f:
+                    password = f.read().strip()
+            except OSError as e:
+                raise ConfigError(f"[sdnmig] redis_password_file: {e.strerror}: "
+                                  f"{group.redis_password_file}") from None
+        cfg = InstanceConfig(
+            instance_id=group.instance_id, redis_host=group.redis_host,
+            redis_port=group.redis_port, redis_password=password,
+            master_of=parse_dpids(group.master_of), role_timeout=group.role_timeout,
+            flow_idle_timeout=group.flow_idle_timeout, commit_batch=group.commit_batch)
+    except (ValueError, compat.cfg.Error) as e:
+        raise ConfigError(f"[sdnmig] {e}") from None
+    if not 0 < cfg.redis_port < 65536:
+        raise ConfigError(f"[sdnmig] redis_port {cfg.redis_port} is not a TCP port")
+    if cfg.role_timeout <= 0 or cfg.commit_batch < 1 or cfg.flow_idle_timeout < 0:
+        raise ConfigError("[sdnmig] role_timeout and commit_batch must be positive, "
+                          "flow_idle_timeout not negative")
+    return cfg

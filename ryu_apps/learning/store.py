@@ -1,0 +1,86 @@
+"""The learning app's state in Redis, one key family per switch so a switch's state moves alone.
+
+    sw:<dpid as 16 hex digits>:l2:macs   hash  mac "aa:bb:.." -> port
+    sw:<dpid>:l2:stats                   hash  packet_in, flooded, installed, host:<mac> -> count
+
+Writes are combined: a batch of packet-ins becomes one pipeline (counters summed per field), so
+Redis costs one round trip per batch, not per packet-in.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, Iterable, Tuple
+
+import redis
+
+from ryu_apps.learning.core import Count, Learn, Mac, mac_text
+
+
+def switch_prefix(dpid: int) -> str:
+    return f"sw:{dpid:016x}:"
+
+
+def macs_key(dpid: int) -> str:
+    return switch_prefix(dpid) + "l2:macs"
+
+
+def stats_key(dpid: int) -> str:
+    return switch_prefix(dpid) + "l2:stats"
+
+
+class StoreError(Exception):
+    """Redis refused or could not be reached; the message says which and what to do."""
+
+
+def connect(host: str, port: int, password: str | None) -> "redis.Redis":
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=5,
+                         socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise StoreError(f"Redis at {host}:{port} refused the password "
+                         "(check [sdnmig] redis_password_file)") from None
+    except redis.ResponseError as e:
+        if "NOAUTH" in str(e) or "AUTH" in str(e):
+            raise StoreError(f"Redis at {host}:{port} wants a password "
+                             "(set [sdnmig] redis_password_file)") from None
+        raise StoreError(f"Redis at {host}:{port}: {e}") from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreError(f"Redis at {host}:{port} is unreachable ({e}); start it or fix "
+                         "[sdnmig] redis_host/redis_port") from None
+    return client
+
+
+class L2Store:
+    def __init__(self, client: "redis.Redis") -> None:
+        self.client = client
+
+    def load(self, dpid: int) -> Dict[Mac, int]:
+        raw = self.client.hgetall(macs_key(dpid))
+        return {bytes.fromhex(k.decode().replace(":", "")): int(v) for k, v in raw.items()}
+
+    def stats(self, dpid: int) -> Dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(stats_key(dpid)).items()}
+
+    def commit(self, writes: Iterable[object]) -> None:
+        """Apply writes in one round trip; raises on failure so nothing is acted on."""
+        learned: Dict[Tuple[int, Mac], int | None] = {}
+        counts: Counter = Counter()
+        for w in writes:
+            if isinstance(w, Learn):
+                learned[(w.dpid, w.mac)] = w.port
+            elif isinstance(w, Count):
+                counts[(w.dpid, w.field)] += w.n
+            else:
+                raise TypeError(f"not a store write: {w!r}")
+        if not learned and not counts:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for (dpid, mac), port in learned.items():
+            if port is None:
+                pipe.hdel(macs_key(dpid), mac_text(mac))
+            else:
+                pipe.hset(macs_key(dpid), mac_text(mac), port)
+        for (dpid, fld), n in counts.items():
+            pipe.hincrby(stats_key(dpid), fld, n)
+        pipe.execute()

@@ -1,0 +1,150 @@
+"""Role manager: the thin platform adapter around `roles.core.RoleCore`, one core per switch.
+
+Loaded automatically by any app that handles `roles.events.EventRoleChanged`. Other apps ask
+`admit(msg)` before answering a packet-in, and are told of confirmed roles by that event.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import Any, Dict, List
+
+from ryu_apps import config, ofmsgs
+from ryu_apps.loud import loud
+from ryu_apps.roles.core import Discard, Release, Role, RoleCore, SendRoleRequest, Settled
+from ryu_apps.roles.events import EventRoleChanged
+from sdnmig import compat
+
+LOG = logging.getLogger("sdnmig.roles")
+TICK_S = 0.25
+BRICK_NAME = "sdnmig_roles"
+
+
+class RoleManager(compat.RyuApp):
+    OFP_VERSIONS = list(compat.OFPROTOS)
+    _EVENTS = [EventRoleChanged]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = BRICK_NAME
+        try:
+            self.cfg = config.load()
+        except config.ConfigError as e:
+            raise SystemExit(f"sdnmig: {e}") from None
+        self.cores: Dict[int, RoleCore] = {}
+        self.datapaths: Dict[int, Any] = {}
+        self.discarded = 0
+        self.threads.append(compat.hub.spawn(self._ticker))
+
+    # -- what other apps call -------------------------------------------------------------------
+    def admit(self, msg: Any) -> bool:
+        """True if this instance is confirmed MASTER of msg's switch and should answer it now."""
+        return self._core(msg.datapath.id).packet_in(time.monotonic(), msg)
+
+    def is_master(self, dpid: int) -> bool:
+        core = self.cores.get(dpid)
+        return bool(core and core.is_master)
+
+    def set_role(self, dpid: int, role: Role) -> None:
+        """Ask the switch for another role (later migrations use this)."""
+        if dpid not in self.datapaths:
+            raise KeyError(f"switch {dpid:#x} is not connected to {self.cfg.instance_id}")
+        self._run(self.datapaths[dpid], self._core(dpid).set_want(time.monotonic(), role))
+
+    def roles(self) -> Dict[int, str]:
+        return {dpid: (core.role.name if core.role is not None else "-") + f"/{core.state.value}"
+                for dpid, core in self.cores.items()}
+
+    # -- switch events ----------------------------------------------------------------------------
+    @compat.set_ev_cls(compat.ofp_event.EventOFPStateChange,
+                       [compat.MAIN_DISPATCHER, compat.DEAD_DISPATCHER])
+    @loud
+    def _state_change(self, ev: Any) -> None:
+        dp, now = ev.datapath, time.monotonic()
+        if dp.id is None:
+            return
+        if ev.state == compat.MAIN_DISPATCHER:
+            self.datapaths[dp.id] = dp
+            self._run(dp, self._core(dp.id).connected(now))
+        elif self.datapaths.get(dp.id) is dp:
+            del self.datapaths[dp.id]
+            self._run(dp, self._core(dp.id).disconnected(now))
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPRoleReply, compat.MAIN_DISPATCHER)
+    @loud
+    def _role_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        self._run(msg.datapath, self._core(msg.datapath.id).role_reply(
+            time.monotonic(), msg.xid, Role(msg.role), msg.generation_id))
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPErrorMsg, compat.MAIN_DISPATCHER)
+    @loud
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            LOG.info("%s: role request %#x refused by %#x (code %d)", self.cfg.instance_id,
+                     msg.xid, msg.datapath.id, msg.code)
+            if msg.code == ofp.OFPRRFC_STALE:
+                self._run(msg.datapath, self._core(msg.datapath.id).role_error_stale(
+                    time.monotonic(), msg.xid))
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPRoleStatus, compat.MAIN_DISPATCHER)
+    @loud
+    def _role_status(self, ev: Any) -> None:
+        msg = ev.msg
+        self._on_role_status(msg.datapath, msg.role, msg.generation_id)
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPExperimenter, compat.MAIN_DISPATCHER)
+    @loud
+    def _experimenter(self, ev: Any) -> None:
+        """OF1.3 has no ROLE_STATUS; OVS sends it as an ONF experimenter message (body !IB3xQ)."""
+        msg = ev.msg
+        if msg.experimenter == ofmsgs.ONF_EXPERIMENTER and msg.exp_type == ofmsgs.ONF_ET_ROLE_STATUS:
+            role, _reason, gen = struct.unpack_from("!IB3xQ", bytes(msg.data))
+            self._on_role_status(msg.datapath, role, gen)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _on_role_status(self, dp: Any, role: int, gen: int) -> None:
+        LOG.info("%s: switch %#x reports our role is now %s (gen %d)", self.cfg.instance_id,
+                 dp.id, Role(role).name, gen)
+        self._run(dp, self._core(dp.id).role_status(time.monotonic(), Role(role), gen))
+
+    def _core(self, dpid: int) -> RoleCore:
+        core = self.cores.get(dpid)
+        if core is None:
+            want = Role.MASTER if self.cfg.wants_master(dpid) else Role.SLAVE
+            core = self.cores[dpid] = RoleCore(want=want, timeout=self.cfg.role_timeout)
+        return core
+
+    def _run(self, dp: Any, actions: List[Any]) -> None:
+        released: tuple = ()
+        for action in actions:
+            if isinstance(action, SendRoleRequest):
+                dp.send_msg(ofmsgs.role_request(dp, int(action.role), action.generation_id,
+                                                action.xid))
+            elif isinstance(action, Release):
+                # Held packet-ins of an older connection to this switch are stale: drop them.
+                released = tuple(m for m in action.msgs if m.datapath is dp)
+            elif isinstance(action, Discard):
+                self.discarded += action.count
+                LOG.info("%s: %d held packet-in(s) of %#x left to the master: %s",
+                         self.cfg.instance_id, action.count, dp.id, action.why)
+        for action in actions:
+            if isinstance(action, Settled):
+                LOG.info("%s: role on %#x is %s (gen %d)", self.cfg.instance_id, dp.id,
+                         action.role.name, action.generation_id)
+                self.send_event_to_observers(
+                    EventRoleChanged(dp, int(action.role), action.generation_id, released))
+
+    def _ticker(self) -> None:
+        while True:
+            compat.hub.sleep(TICK_S)
+            now = time.monotonic()
+            for dpid, dp in list(self.datapaths.items()):
+                actions = self.cores[dpid].tick(now)
+                if actions:
+                    LOG.warning("%s: no answer to role request on %#x, asking again",
+                                self.cfg.instance_id, dpid)
+                    self._run(dp, actions)

@@ -1,0 +1,1 @@
+"""Shared parts of the toolkit: the platform compatibility module, controller instances, the CLI."""
