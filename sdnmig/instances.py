@@ -306,9 +306,14 @@ def listening(inst: Instance) -> bool:
         return s.connect_ex((inst.host, inst.of_port)) == 0
 
 
+def stop_controller(inst: Instance) -> None:
+    """Stop only the controller process; its Redis (the switch state) stays up."""
+    _signal_and_wait(inst.controller_pid, str(inst.path / "controller.conf"))
+
+
 def stop_instance(inst: Instance) -> None:
     """Stop the controller first (so it stops writing), then its Redis."""
-    _signal_and_wait(inst.controller_pid, str(inst.path / "controller.conf"))
+    stop_controller(inst)
     _signal_and_wait(inst.redis_pid, str(inst.path / "redis.conf"))
 
 

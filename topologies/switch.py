@@ -22,6 +22,10 @@ class SdnSwitch(OVSSwitch):
                          inband=False, reconnectms=1000, **params)
 
     def start(self, controllers: Any) -> None:
+        # Switch ports are plain L2 ports: no IPv6 chatter from their root-namespace kernel side.
+        for intf in self.intfList():
+            if intf.name != "lo":
+                self.cmd(f"sysctl -qw net.ipv6.conf.{intf.name}.disable_ipv6=1")
         super().start(controllers)
         rows = self.vsctl("get", "bridge", self.name, "controller").strip().strip("[]")
         sets = []
@@ -29,6 +33,11 @@ class SdnSwitch(OVSSwitch):
             sets += ["--", "set", "controller", row, "connection_mode=out-of-band"]
         if sets:
             self.vsctl(*sets)
+
+
+    def ofctl(self, command: str, *args: str) -> str:
+        """ovs-ofctl against this bridge in OpenFlow 1.3 (Mininet's dpctl speaks 1.0, refused here)."""
+        return self.cmd("ovs-ofctl", "-O", "OpenFlow13", command, self.name, *args)
 
 
 def switch_class(datapath: str = "user", protocols: str = PROTOCOLS) -> Any:

@@ -1,0 +1,77 @@
+"""Fixtures for tests on real Open vSwitch, Mininet, Redis and controller processes (root only)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from sdnmig import instances
+
+from .harness import Controllers, build_net, dump_flows
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: List[Any]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request: Any) -> bool:
+    rep = getattr(request.node, "rep_call", None)
+    return bool(rep and rep.failed)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _root_and_ovs() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root (Open vSwitch, Mininet): run 'sudo make test'")
+    if subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode:
+        pytest.fail("Open vSwitch is not running: run 'sudo make install'")
+
+
+@pytest.fixture
+def controllers(request: Any, tmp_path: Path) -> Iterator[Controllers]:
+    """Start controller instances; stopped at teardown, which fails on any logged exception."""
+    ctl = Controllers(tmp_path / "instances")
+    yield ctl
+    if _failed(request):
+        print("\n=== controller logs ===\n" + ctl.dump_logs())
+    problems = ctl.close()
+    assert not problems, "a controller logged an exception:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def ryu_platform() -> str:
+    if not (instances.RYU_VENV / "bin" / "ryu-manager").exists():
+        pytest.fail("real Ryu is not installed (.venv-ryu): run 'sudo make ryu-env' "
+                    "(needs Python 3.9 or 3.10)")
+    return "ryu"
+
+
+@pytest.fixture
+def mininet(request: Any) -> Iterator[Callable[..., Any]]:
+    """Factory: `mininet(topo, controller_instances, **switch_opts)` -> started network."""
+    nets = []
+
+    def make(topo: Any, insts: Any, **opts: Any) -> Any:
+        net = build_net(topo, insts, **opts)
+        nets.append(net)
+        return net
+
+    yield make
+    for net in reversed(nets):
+        if _failed(request):
+            print("\n=== flows ===\n" + dump_flows(net))
+        net.stop()
