@@ -23,6 +23,8 @@ _OPTS = [
                            "separated by commas (decimal or 0x-hex)"),
     compat.cfg.FloatOpt("role_timeout", default=3.0, help="seconds before a role request is retried"),
     compat.cfg.IntOpt("flow_idle_timeout", default=60, help="idle timeout of learnt flows (s)"),
+    compat.cfg.BoolOpt("install_flows", default=True,
+                       help="install a flow per learnt pair (false: every packet is a packet-in)"),
     compat.cfg.IntOpt("commit_batch", default=256,
                       help="most packet-ins answered per Redis round trip"),
 ]
@@ -42,6 +44,7 @@ class InstanceConfig:
     role_timeout: float
     flow_idle_timeout: int
     commit_batch: int
+    install_flows: bool = True
 
     def wants_master(self, dpid: int) -> bool:
         return self.master_of is None or dpid in self.master_of
@@ -83,8 +86,11 @@ def load() -> InstanceConfig:
             instance_id=group.instance_id, redis_host=group.redis_host,
             redis_port=group.redis_port, redis_password=password,
             master_of=parse_dpids(group.master_of), role_timeout=group.role_timeout,
-            flow_idle_timeout=group.flow_idle_timeout, commit_batch=group.commit_batch)
-    except (ValueError, compat.cfg.Error) as e:
+            flow_idle_timeout=group.flow_idle_timeout, commit_batch=group.commit_batch,
+            install_flows=group.install_flows)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- oslo.config's errors are not re-exported by the platform
         raise ConfigError(f"[sdnmig] {e}") from None
     if not 0 < cfg.redis_port < 65536:
         raise ConfigError(f"[sdnmig] redis_port {cfg.redis_port} is not a TCP port")

@@ -3,7 +3,7 @@
 Every topology takes `prefix` (prepended to every node name, so tests and a user's own Mininet
 never share a bridge or interface name; keep it to 4 characters, Linux names stop at 15) and gives
 each switch an explicit datapath id and each host a fixed MAC and IP, so results are comparable
-across runs. Switch classes come from `topologies.switch`.
+across runs. Node classes come from `topologies.nodes`.
 """
 from __future__ import annotations
 

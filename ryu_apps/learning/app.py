@@ -125,7 +125,7 @@ class LearningSwitch(compat.RyuApp):
         ofp = dp.ofproto
         port = ofp.OFPP_FLOOD if decision.port is None else decision.port
         actions = [ofmsgs.output(dp, port)]
-        if decision.install:
+        if decision.install and self.cfg.install_flows:
             data = msg.data
             match = ofmsgs.l2_match(dp, in_port, mac_text(data[6:12]), mac_text(data[0:6]))
             self.outbox.append((dp, ofmsgs.flow_add(

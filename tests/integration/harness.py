@@ -19,7 +19,7 @@ from mininet.node import RemoteController
 
 from sdnmig import instances, ovs
 from sdnmig.instances import Instance
-from topologies.switch import switch_class
+from topologies.nodes import SdnHost, switch_class
 
 _counter = itertools.count()
 BAD_LOG = re.compile(r"Traceback|SDNMIG-HANDLER-EXCEPTION|Exception occurred during handler")
@@ -92,14 +92,20 @@ class Controllers:
         return "\n".join(out)
 
 
-def build_net(topo: Any, controllers: Iterable[Instance], **switch_opts: Any) -> Mininet:
-    """A started Mininet network whose switches connect to the given instances (in order)."""
-    net = Mininet(topo=topo, switch=switch_class(**switch_opts), controller=None,
+def build_net(topo: Any, controllers: Iterable[Instance],
+              before_start: Optional[Callable[[Mininet], Any]] = None, **switch_opts: Any) -> Mininet:
+    """A started Mininet network whose switches connect to the given instances (in order).
+
+    `before_start(net)` runs after the nodes exist and before switches reach a controller (to take
+    links down, or start controllers inside host namespaces); it may return more instances.
+    """
+    net = Mininet(topo=topo, switch=switch_class(**switch_opts), host=SdnHost, controller=None,
                   autoSetMacs=False, build=False, waitConnected=False)
+    net.build()
+    controllers = list(controllers) + list((before_start(net) if before_start else None) or [])
     for n, inst in enumerate(controllers):
         net.addController(f"{topo.prefix}c{n}", controller=RemoteController, ip=inst.host,
                           port=inst.of_port)
-    net.build()
     net.start()
     return net
 

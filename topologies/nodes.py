@@ -1,4 +1,4 @@
-"""The OVS switch every topology of the suite uses.
+"""The nodes every topology of the suite runs on: an OVS switch and a host made for it.
 
 OpenFlow 1.3-1.5 on one bridge, `fail_mode=secure` (standalone would turn the bridge into a
 learning switch after missed probes), out-of-band control on the bridge *and* on each Controller
@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from mininet.node import OVSSwitch
+from mininet.node import Host, OVSSwitch
 
 PROTOCOLS = "OpenFlow13,OpenFlow14,OpenFlow15"
 
@@ -38,6 +38,22 @@ class SdnSwitch(OVSSwitch):
     def ofctl(self, command: str, *args: str) -> str:
         """ovs-ofctl against this bridge in OpenFlow 1.3 (Mininet's dpctl speaks 1.0, refused here)."""
         return self.cmd("ovs-ofctl", "-O", "OpenFlow13", command, self.name, *args)
+
+
+class SdnHost(Host):
+    """A host whose interfaces compute their own checksums.
+
+    The userspace datapath forwards what it reads from a veth as is; a sender that leaves TCP/UDP
+    checksums to offload hands it partial checksums, and the receiver drops those segments (ping
+    works, TCP does not). So every host interface turns TX checksum offload off.
+    """
+
+    def config(self, **params: Any) -> Any:
+        result = super().config(**params)
+        for intf in self.intfList():
+            if intf.name != "lo":
+                self.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
+        return result
 
 
 def switch_class(datapath: str = "user", protocols: str = PROTOCOLS) -> Any:
