@@ -2,6 +2,9 @@
 
 Loaded automatically by any app that handles `roles.events.EventRoleChanged`. Other apps ask
 `admit(msg)` before answering a packet-in, and are told of confirmed roles by that event.
+Confirmed roles are also published in the instance's Redis (hash `ctl:roles`, dpid -> "ROLE gen"):
+OVS refreshes the role column of its Controller table only every few seconds, so tools and tests
+that need to know *now* read this instead.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 from typing import Any, Dict, List
 
 from ryu_apps import config, ofmsgs
+from ryu_apps.learning.store import StoreError, connect
 from ryu_apps.loud import loud
 from ryu_apps.roles.core import Discard, Release, Role, RoleCore, SendRoleRequest, Settled
 from ryu_apps.roles.events import EventRoleChanged
@@ -19,6 +23,7 @@ from sdnmig import compat
 LOG = logging.getLogger("sdnmig.roles")
 TICK_S = 0.25
 BRICK_NAME = "sdnmig_roles"
+ROLES_KEY = "ctl:roles"
 
 
 class RoleManager(compat.RyuApp):
@@ -30,8 +35,10 @@ class RoleManager(compat.RyuApp):
         self.name = BRICK_NAME
         try:
             self.cfg = config.load()
-        except config.ConfigError as e:
+            self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
+        except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
+        self.redis.delete(ROLES_KEY)  # a previous run's view is stale
         self.cores: Dict[int, RoleCore] = {}
         self.datapaths: Dict[int, Any] = {}
         self.discarded = 0
@@ -69,6 +76,7 @@ class RoleManager(compat.RyuApp):
             self._run(dp, self._core(dp.id).connected(now))
         elif self.datapaths.get(dp.id) is dp:
             del self.datapaths[dp.id]
+            self.redis.hdel(ROLES_KEY, f"{dp.id:016x}")
             self._run(dp, self._core(dp.id).disconnected(now))
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPRoleReply, compat.MAIN_DISPATCHER)
@@ -135,6 +143,8 @@ class RoleManager(compat.RyuApp):
             if isinstance(action, Settled):
                 LOG.info("%s: role on %#x is %s (gen %d)", self.cfg.instance_id, dp.id,
                          action.role.name, action.generation_id)
+                self.redis.hset(ROLES_KEY, f"{dp.id:016x}",
+                                f"{action.role.name} {action.generation_id}")
                 self.send_event_to_observers(
                     EventRoleChanged(dp, int(action.role), action.generation_id, released))
 

@@ -10,7 +10,7 @@ import pytest
 
 from sdnmig import instances
 
-from .harness import Controllers, build_net, dump_flows
+from sdnmig.lab import Controllers, build_net, dump_flows
 
 pytestmark = pytest.mark.integration
 

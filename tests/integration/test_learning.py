@@ -10,7 +10,7 @@ from sdnmig import instances
 from ryu_apps.learning.store import macs_key, stats_key
 from topologies.testbeds import LinearTopo, TreeTopo
 
-from .harness import disable_ipv6, ping, poll, rx_packets, unique_prefix, wait_roles
+from sdnmig.lab import disable_ipv6, ping, poll, rx_packets, unique_prefix, wait_roles
 
 OF13 = "OpenFlow13"
 OF13_15 = "OpenFlow13,OpenFlow14,OpenFlow15"  # negotiates 1.5

@@ -7,7 +7,7 @@ import subprocess
 from sdnmig import ovs
 from topologies.testbeds import LimeEnsembleTopo, LimeTopo, MetaTopo, VnmTopo
 
-from .harness import ping, unique_prefix, wait_roles
+from sdnmig.lab import ping, unique_prefix, wait_roles
 
 
 def _bridge_settings(name: str) -> dict:
@@ -29,8 +29,6 @@ def _assert_suite_bridge(name: str) -> None:
     assert s["fail_mode"] == "secure" and s["datapath_type"] == "netdev", s
     assert s["protocols"] == ["OpenFlow13", "OpenFlow14", "OpenFlow15"], s
     assert s["other_config"].get("disable-in-band") == "true", s
-    for link in ovs.controller_links()[name]:
-        assert link.connected
 
 
 def test_lime_testbed_forwards_through_s3_with_the_spare_detached(controllers, mininet):

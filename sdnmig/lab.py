@@ -1,4 +1,4 @@
-"""What integration tests need around real OVS, Mininet, Redis and controller processes.
+"""A lab bench around real OVS, Mininet, Redis and controller processes (tests, demo, experiments).
 
 Every helper polls with a deadline instead of sleeping, names what it builds uniquely (a 4-letter
 prefix per network) and undoes only what it made: `net.stop()` for its own network, PIDs for its
@@ -26,7 +26,7 @@ BAD_LOG = re.compile(r"Traceback|SDNMIG-HANDLER-EXCEPTION|Exception occurred dur
 
 
 def unique_prefix() -> str:
-    """4 characters, unique per test run and process: 'z' + 3 base-36 digits."""
+    """4 characters, unique per process and call: 'z' + 3 base-36 digits (node names stay short)."""
     n = (os.getpid() * 37 + next(_counter)) % 36 ** 3
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     return "z" + digits[n // 1296] + digits[n // 36 % 36] + digits[n % 36]
@@ -53,7 +53,8 @@ def log_problems(inst: Instance) -> List[str]:
 
 
 class Controllers:
-    """Controller instances started by one test; `close()` stops them and checks their logs."""
+    """Controller instances started by one user (a test, the demo); `close()` stops them all and
+    returns the log lines that show a swallowed exception."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -110,17 +111,45 @@ def build_net(topo: Any, controllers: Iterable[Instance],
     return net
 
 
+def controller_roles(inst: Instance) -> Dict[int, str]:
+    """dpid -> role name, as the instance's role manager has it confirmed by the switch."""
+    import redis
+
+    r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password,
+                    socket_timeout=2)
+    try:
+        raw = r.hgetall("ctl:roles")
+    except redis.RedisError:
+        return {}
+    return {int(k, 16): v.decode().split()[0] for k, v in raw.items()}
+
+
 def wait_roles(net: Mininet, insts: Sequence[Instance], master: Dict[str, str],
                timeout: float = 30.0) -> None:
-    """Wait until OVS reports, for every bridge, each instance connected with its expected role.
+    """Wait until each instance has its expected role confirmed on every bridge named in `master`.
 
-    `master` maps bridge name -> instance id expected as master; every other instance SLAVE.
+    `master` maps bridge name -> id of the instance that should be MASTER; all others SLAVE.
+    (The controllers' confirmed view: OVS's own Controller table lags by up to ~5 s.)
     """
-    bridges = list(master)
+    dpids = {br: int(net.get(br).dpid, 16) for br in master}
+
+    def settled() -> bool:
+        for inst in insts:
+            have = controller_roles(inst)
+            for br, dpid in dpids.items():
+                if have.get(dpid) != ("MASTER" if master[br] == inst.id else "SLAVE"):
+                    return False
+        return True
+
+    poll(settled, timeout, f"roles on {', '.join(master)}", interval=0.05)
+
+
+def wait_ovs_roles(insts: Sequence[Instance], master: Dict[str, str], timeout: float = 15.0) -> None:
+    """Wait until Open vSwitch itself reports the expected roles (its view refreshes slowly)."""
 
     def settled() -> bool:
         links = ovs.controller_links()
-        for br in bridges:
+        for br in master:
             by_target = {l.target: l for l in links.get(br, [])}
             for inst in insts:
                 link = by_target.get(inst.target)
@@ -129,7 +158,7 @@ def wait_roles(net: Mininet, insts: Sequence[Instance], master: Dict[str, str],
                     return False
         return True
 
-    poll(settled, timeout, f"roles on {', '.join(bridges)}", interval=0.1)
+    poll(settled, timeout, f"OVS to report roles on {', '.join(master)}", interval=0.2)
 
 
 def roles_now(bridges: Iterable[str]) -> Dict[str, Dict[str, str]]:
