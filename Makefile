@@ -20,13 +20,13 @@ test: install ryu-env
 	    echo "== unit tests under real Ryu 4.34 =="; \
 	    SDNMIG_PLATFORM=ryu $(RYU_PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider tests/unit; \
 	else echo "test: real-Ryu unit run skipped (no .venv-ryu: see 'make ryu-env')"; fi
-	$(PY) -m pytest $(PYTEST_FLAGS) tests/integration
+	SDNMIG_REQUIRE_INTEGRATION=1 $(PY) -m pytest $(PYTEST_FLAGS) tests/integration
 
 unit: install
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/unit
 
 integration: install ryu-env
-	$(PY) -m pytest $(PYTEST_FLAGS) tests/integration
+	SDNMIG_REQUIRE_INTEGRATION=1 $(PY) -m pytest $(PYTEST_FLAGS) tests/integration
 
 demo: install
 	$(PY) -m sdnmig.demo
