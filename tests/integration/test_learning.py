@@ -126,3 +126,27 @@ def test_everything_acted_on_is_in_redis_after_a_crash(controllers, mininet):
                 checked += 1
                 assert table.get(m.group(1)) == int(m.group(2)), (sw.name, line, table)
     assert checked > 0
+
+
+def test_port_down_forgets_what_it_taught(controllers, mininet):
+    """A port going down removes the hosts learnt on it from Redis and the flows through it."""
+    (c1,) = controllers.start(1)
+    topo = LinearTopo(k=2, n=2, prefix=unique_prefix())
+    net = mininet(topo, [c1])
+    wait_roles(net, [c1], {s: "c1" for s in topo.switches()})
+    _pingall_clean(net)
+    s1 = net.get(topo.prefix + "s1")
+    gone = net.get(topo.prefix + "h1x1")
+    port = s1.ports[s1.connectionsTo(gone)[0][0]]
+    r = _redis(c1)
+    assert r.hget(macs_key(1), gone.MAC()) == str(port).encode()
+    assert f"output:{port}" in s1.ofctl("dump-flows", "--no-names")
+
+    net.configLinkStatus(s1.name, gone.name, "down")
+    poll(lambda: r.hget(macs_key(1), gone.MAC()) is None, 10, "host forgotten in Redis")
+    poll(lambda: f"output:{port}" not in s1.ofctl("dump-flows", "--no-names"), 10,
+         "flows to the dead port deleted")
+    # Hosts learnt on other ports stay, and traffic among the rest still flows.
+    assert r.hget(macs_key(1), net.get(topo.prefix + "h1x2").MAC()) is not None
+    alive = [h for h in net.hosts if h is not gone]
+    assert net.ping(alive, timeout=1) == 0.0
