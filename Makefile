@@ -9,7 +9,8 @@ PYTEST_FLAGS ?= -q
 install:
 	@tools/install.sh
 
-# Real Ryu 4.34 needs Python <= 3.10: built when pyenv (or the system) has 3.9/3.10, else skipped.
+# Real Ryu 4.34 needs Python 3.9 (its eventlet 0.30.2 fails on 3.10+): built when pyenv
+# (or the system) has 3.9, else skipped with a clear line.
 ryu-env: install
 	@tools/ryu-env.sh
 

@@ -3,7 +3,7 @@
 Both expose the same API under different package names. Everything else in the suite imports
 the platform's parts from here, so switching platform is one environment variable
 (`SDNMIG_PLATFORM=ryu` or `os_ken`) and no other file mentions either package.
-Without the variable, os-ken is preferred (Ryu does not run on Python >= 3.11).
+Without the variable, os-ken is preferred (Ryu 4.34 runs only on Python 3.9).
 """
 from __future__ import annotations
 

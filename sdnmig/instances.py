@@ -64,7 +64,7 @@ def manager_command(platform: str) -> List[str]:
     if platform == "ryu":
         exe = RYU_VENV / "bin" / "ryu-manager"
         if not exe.exists():
-            raise SdnmigError(f"{exe} not found: run 'sudo make ryu-env' (needs Python 3.9 or 3.10)")
+            raise SdnmigError(f"{exe} not found: run 'sudo make ryu-env' (needs Python 3.9)")
         return [str(exe)]
     raise SdnmigError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}")
 

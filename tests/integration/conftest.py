@@ -59,7 +59,7 @@ def controllers(request: Any, tmp_path: Path) -> Iterator[Controllers]:
 def ryu_platform() -> str:
     if not (instances.RYU_VENV / "bin" / "ryu-manager").exists():
         pytest.fail("real Ryu is not installed (.venv-ryu): run 'sudo make ryu-env' "
-                    "(needs Python 3.9 or 3.10)")
+                    "(needs Python 3.9)")
     return "ryu"
 
 
