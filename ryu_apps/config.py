@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import FrozenSet, Optional
 
+from oslo_config.cfg import DuplicateOptError
+
 from sdnmig import compat
 
 GROUP = "sdnmig"
@@ -59,7 +61,8 @@ def parse_dpids(text: str) -> Optional[FrozenSet[int]]:
         try:
             dpid = int(item, 0)
         except ValueError:
-            raise ConfigError(f"[sdnmig] master_of: {item!r} is not a datapath id") from None
+            raise ConfigError(f"[sdnmig] master_of: {item!r} is not a datapath id "
+                              "(decimal, or hex as 0x1f)") from None
         if not 0 <= dpid < 1 << 64:
             raise ConfigError(f"[sdnmig] master_of: {item!r} is out of range")
         dpids.add(dpid)
@@ -70,7 +73,7 @@ def load() -> InstanceConfig:
     conf = compat.cfg.CONF
     try:
         conf.register_opts(_OPTS, group=GROUP)
-    except compat.cfg.DuplicateOptError:
+    except DuplicateOptError:
         pass
     try:
         group = getattr(conf, GROUP)

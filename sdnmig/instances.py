@@ -136,6 +136,8 @@ class Registry:
             return {}
         try:
             raw = json.loads(self.file.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError(f"a JSON object was expected, not {type(raw).__name__}")
             return {k: Instance(**v) for k, v in raw.items()}
         except (ValueError, TypeError) as e:
             raise SdnmigError(f"{self.file} is damaged ({e}): stop its processes by PID, "
@@ -364,9 +366,14 @@ def _master_split(ids: Sequence[str], master: str) -> Dict[str, str]:
         return {i: "" for i in ids}
     split = {i: "" for i in ids}
     seen: Dict[int, str] = {}
-    for part in filter(None, master.split(";")):
+    named = set()
+    for part in filter(None, (p.strip() for p in master.split(";"))):
         inst, _, dpids = part.partition("=")
         inst = inst.strip()
+        if inst in named:
+            raise SdnmigError(f"--master: {inst} is named twice: give all its switches at once "
+                              f"({inst}=DPID,DPID)")
+        named.add(inst)
         if inst not in split:
             raise SdnmigError(f"--master {part!r}: no instance {inst!r} (have {', '.join(ids)})")
         if dpids.strip() == "*":
@@ -379,6 +386,8 @@ def _master_split(ids: Sequence[str], master: str) -> Dict[str, str]:
                 dpid = int(d, 0)
             except ValueError:
                 raise SdnmigError(f"--master: {d!r} is not a datapath id") from None
+            if not 0 <= dpid < 1 << 64:
+                raise SdnmigError(f"--master: {d!r} is out of range for a datapath id")
             if dpid in seen:
                 raise SdnmigError(f"--master: switch {dpid:#x} given to both {seen[dpid]} and {inst}"
                                   " (a switch has exactly one master)")

@@ -16,7 +16,7 @@ from typing import Any, List, Set, Tuple
 import redis
 
 from ryu_apps import config, ofmsgs
-from ryu_apps.learning.core import Forward, LearningCore, mac_text
+from ryu_apps.learning.core import Forward, LearningCore
 from ryu_apps.learning.store import L2Store, StoreError, connect
 from ryu_apps.loud import loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
@@ -127,7 +127,7 @@ class LearningSwitch(compat.RyuApp):
         actions = [ofmsgs.output(dp, port)]
         if decision.install and self.cfg.install_flows:
             data = msg.data
-            match = ofmsgs.l2_match(dp, in_port, mac_text(data[6:12]), mac_text(data[0:6]))
+            match = ofmsgs.l2_match(dp, in_port, data[6:12], data[0:6])
             self.outbox.append((dp, ofmsgs.flow_add(
                 dp, FLOW_PRIORITY, match, actions, cookie=ofmsgs.LEARNING_COOKIE,
                 idle_timeout=self.cfg.flow_idle_timeout)))

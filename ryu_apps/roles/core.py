@@ -7,7 +7,8 @@ checked). The current generation_id is learnt from the ROLE_REPLY to a NOCHANGE 
 
 Packet-ins are only ever answered by the confirmed MASTER. Those that arrive while the role is
 still being negotiated are *held*: released in order if the switch confirms MASTER, discarded if it
-confirms SLAVE/EQUAL (then another controller is master and answered them). This is safe as long as
+confirms SLAVE/EQUAL (then another controller is master and answered them, if it was connected
+when they were raised; with no master connected nobody answers them). This is safe as long as
 at most one instance is configured as master of a switch; migrations (ERC) hand mastership over
 with their own cut point instead of relying on this.
 
@@ -22,6 +23,7 @@ State table ("want" is the role this instance should hold; gen the last generati
 | REQUESTING | error STALE for our request     | ROLE_REQUEST(NOCHANGE)                    | QUERYING          |
 | QUERYING / REQUESTING | deadline passed      | ROLE_REQUEST(NOCHANGE) (new xid)          | QUERYING          |
 | SETTLED    | want(role) != role              | ROLE_REQUEST(role, gen+1 / gen)           | REQUESTING        |
+| REQUESTING | want(role) != role requested    | ROLE_REQUEST(role, ...) (new xid)         | REQUESTING        |
 | SETTLED    | ROLE_STATUS(SLAVE, gen)         | want := SLAVE (never fight a new master)  | SETTLED(SLAVE)    |
 | any        | reply/error with an unknown xid | ignore (late answer to a retried request) | same              |
 | any        | disconnected                    | discard held                              | OFFLINE           |
@@ -109,6 +111,8 @@ class RoleCore:
     def __post_init__(self) -> None:
         if self.want not in (Role.MASTER, Role.SLAVE, Role.EQUAL):
             raise ValueError(f"cannot want role {self.want!r}")
+        if self.hold_limit < 1:
+            raise ValueError("hold_limit must be at least 1")
 
     # -- events from the switch -------------------------------------------------------------
     def connected(self, now: float) -> List[Action]:
@@ -168,6 +172,10 @@ class RoleCore:
             raise ValueError(f"cannot want role {role!r}")
         self.want = role
         if self.state is State.SETTLED and self.role != role:
+            return [self._request(now, role)]
+        if self.state is State.REQUESTING and self._pending is not None \
+                and self._pending.role != role:
+            # Supersede the request in flight: the reply to its (old) xid is then ignored.
             return [self._request(now, role)]
         return []
 
