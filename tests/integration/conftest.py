@@ -58,8 +58,9 @@ def controllers(request: Any, tmp_path: Path) -> Iterator[Controllers]:
 @pytest.fixture
 def ryu_platform() -> str:
     if not (instances.RYU_VENV / "bin" / "ryu-manager").exists():
-        pytest.fail("real Ryu is not installed (.venv-ryu): run 'sudo make ryu-env' "
-                    "(needs Python 3.9)")
+        # A user without Python 3.9 gets a skip with the reason; CI must cover real Ryu.
+        why = "real Ryu is not installed (.venv-ryu): run 'sudo make ryu-env' (needs Python 3.9)"
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
     return "ryu"
 
 
