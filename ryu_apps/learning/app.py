@@ -10,7 +10,6 @@ to Redis serves many.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, List, Set, Tuple
 
 import redis

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-from sdnmig import ovs
 from topologies.testbeds import LimeEnsembleTopo, LimeTopo, MetaTopo, VnmTopo
 
 from sdnmig.lab import ping, unique_prefix, wait_roles
