@@ -126,10 +126,12 @@ def controller_roles(inst: Instance) -> Dict[int, str]:
     """dpid -> role name, as the instance's role manager has it confirmed by the switch."""
     import redis
 
+    from ryu_apps.kvs import ROLES_KEY
+
     r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password,
                     socket_timeout=2)
     try:
-        raw = r.hgetall("ctl:roles")
+        raw = r.hgetall(ROLES_KEY)
     except redis.RedisError:
         return {}
     return {int(k, 16): v.decode().split()[0] for k, v in raw.items()}

@@ -16,7 +16,8 @@ import redis
 
 from ryu_apps import config, ofmsgs
 from ryu_apps.learning.core import Forward, LearningCore
-from ryu_apps.learning.store import L2Store, StoreError, connect
+from ryu_apps.kvs import StoreError, connect
+from ryu_apps.learning.store import L2Store
 from ryu_apps.loud import loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role

@@ -13,11 +13,8 @@ from typing import Dict, Iterable, Tuple
 
 import redis
 
+from ryu_apps.kvs import StoreError, connect, switch_prefix  # noqa: F401 -- part of this API
 from ryu_apps.learning.core import Count, Learn, Mac, mac_text
-
-
-def switch_prefix(dpid: int) -> str:
-    return f"sw:{dpid:016x}:"
 
 
 def macs_key(dpid: int) -> str:
@@ -26,29 +23,6 @@ def macs_key(dpid: int) -> str:
 
 def stats_key(dpid: int) -> str:
     return switch_prefix(dpid) + "l2:stats"
-
-
-class StoreError(Exception):
-    """Redis refused or could not be reached; the message says which and what to do."""
-
-
-def connect(host: str, port: int, password: str | None) -> "redis.Redis":
-    client = redis.Redis(host=host, port=port, password=password, socket_timeout=5,
-                         socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.AuthenticationError:
-        raise StoreError(f"Redis at {host}:{port} refused the password "
-                         "(check [sdnmig] redis_password_file)") from None
-    except redis.ResponseError as e:
-        if "NOAUTH" in str(e) or "AUTH" in str(e):
-            raise StoreError(f"Redis at {host}:{port} wants a password "
-                             "(set [sdnmig] redis_password_file)") from None
-        raise StoreError(f"Redis at {host}:{port}: {e}") from None
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise StoreError(f"Redis at {host}:{port} is unreachable ({e}); start it or fix "
-                         "[sdnmig] redis_host/redis_port") from None
-    return client
 
 
 class L2Store:

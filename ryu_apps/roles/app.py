@@ -14,7 +14,7 @@ import time
 from typing import Any, Dict, List
 
 from ryu_apps import config, ofmsgs
-from ryu_apps.learning.store import StoreError, connect
+from ryu_apps.kvs import ROLES_KEY, StoreError, connect
 from ryu_apps.loud import loud
 from ryu_apps.roles.core import Discard, Release, Role, RoleCore, SendRoleRequest, Settled
 from ryu_apps.roles.events import EventRoleChanged
@@ -23,7 +23,6 @@ from sdnmig import compat
 LOG = logging.getLogger("sdnmig.roles")
 TICK_S = 0.25
 BRICK_NAME = "sdnmig_roles"
-ROLES_KEY = "ctl:roles"
 
 
 class RoleManager(compat.RyuApp):
