@@ -6,7 +6,7 @@ it too. A bad value stops the instance with one line naming the option, before a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Optional, Tuple
 
 from oslo_config.cfg import DuplicateOptError
 
@@ -29,6 +29,17 @@ _OPTS = [
                        help="install a flow per learnt pair (false: every packet is a packet-in)"),
     compat.cfg.IntOpt("commit_batch", default=256,
                       help="most packet-ins answered per Redis round trip"),
+    compat.cfg.StrOpt("bus_host", default="127.0.0.1",
+                      help="the deployment's shared bus Redis (inter-controller messages)"),
+    compat.cfg.IntOpt("bus_port", default=0, help="0: no bus (this instance cannot migrate)"),
+    compat.cfg.StrOpt("bus_password_file", default="", help="file holding the bus password"),
+    compat.cfg.StrOpt("peers", default="",
+                      help="static candidate list 'c2,c3' used when discovery sees nobody"),
+    compat.cfg.FloatOpt("migration_timeout", default=5.0,
+                        help="seconds a candidate waits for the initiator before rolling back"),
+    compat.cfg.StrOpt("fault", default="",
+                      help="testing only: 'drop:TYPE[:N]' loses this instance's Nth outgoing "
+                           "TYPE message; 'stall:TYPE:SECONDS' delays it"),
 ]
 
 
@@ -47,6 +58,12 @@ class InstanceConfig:
     flow_idle_timeout: int
     commit_batch: int
     install_flows: bool = True
+    bus_host: str = "127.0.0.1"
+    bus_port: int = 0
+    bus_password: Optional[str] = None
+    peers: Tuple[str, ...] = ()
+    migration_timeout: float = 5.0
+    fault: str = ""
 
     def wants_master(self, dpid: int) -> bool:
         return self.master_of is None or dpid in self.master_of
@@ -69,6 +86,16 @@ def parse_dpids(text: str) -> Optional[FrozenSet[int]]:
     return frozenset(dpids)
 
 
+def _secret(path: str, option: str) -> Optional[str]:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"[sdnmig] {option}: {e.strerror}: {path}") from None
+
+
 def load() -> InstanceConfig:
     conf = compat.cfg.CONF
     try:
@@ -77,26 +104,27 @@ def load() -> InstanceConfig:
         pass
     try:
         group = getattr(conf, GROUP)
-        password = None
-        if group.redis_password_file:
-            try:
-                with open(group.redis_password_file, encoding="utf-8") as f:
-                    password = f.read().strip()
-            except OSError as e:
-                raise ConfigError(f"[sdnmig] redis_password_file: {e.strerror}: "
-                                  f"{group.redis_password_file}") from None
+        password = _secret(group.redis_password_file, "redis_password_file")
+        bus_password = _secret(group.bus_password_file, "bus_password_file")
         cfg = InstanceConfig(
             instance_id=group.instance_id, redis_host=group.redis_host,
             redis_port=group.redis_port, redis_password=password,
             master_of=parse_dpids(group.master_of), role_timeout=group.role_timeout,
             flow_idle_timeout=group.flow_idle_timeout, commit_batch=group.commit_batch,
-            install_flows=group.install_flows)
+            install_flows=group.install_flows, bus_host=group.bus_host, bus_port=group.bus_port,
+            bus_password=bus_password,
+            peers=tuple(p.strip() for p in group.peers.split(",") if p.strip()),
+            migration_timeout=group.migration_timeout, fault=group.fault)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 -- oslo.config's errors are not re-exported by the platform
         raise ConfigError(f"[sdnmig] {e}") from None
     if not 0 < cfg.redis_port < 65536:
         raise ConfigError(f"[sdnmig] redis_port {cfg.redis_port} is not a TCP port")
+    if not 0 <= cfg.bus_port < 65536:
+        raise ConfigError(f"[sdnmig] bus_port {cfg.bus_port} is not a TCP port")
+    if cfg.migration_timeout <= 0:
+        raise ConfigError("[sdnmig] migration_timeout must be positive")
     if cfg.role_timeout <= 0 or cfg.commit_batch < 1 or cfg.flow_idle_timeout < 0:
         raise ConfigError("[sdnmig] role_timeout and commit_batch must be positive, "
                           "flow_idle_timeout not negative")
