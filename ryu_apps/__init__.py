@@ -7,4 +7,5 @@
 APPS = {
     "learning": "ryu_apps.learning.app",
     "roles": "ryu_apps.roles.app",
+    "erc": "ryu_apps.erc.app",
 }

@@ -9,6 +9,8 @@ import redis
 
 #: hash dpid (16 hex digits) -> "ROLE generation_id", as the switch confirmed it to this instance
 ROLES_KEY = "ctl:roles"
+#: hash dpid -> "MASTER"/"SLAVE": the role a migration gave this instance (outranks master_of)
+WANT_KEY = "ctl:want"
 
 
 def switch_prefix(dpid: int) -> str:

@@ -104,3 +104,48 @@ def eth_dst_match(dp: Any, eth_dst: str):
 
 def in_port_match(dp: Any, in_port: int):
     return dp.ofproto_parser.OFPMatch(in_port=in_port)
+
+
+#: Cookie of the migration marker flow (upper 32 bits); the lower 32 bits carry the marker's tag.
+MARKER_COOKIE = 0x5D4E3A6C_00000000
+MARKER_ETH_TYPE = 0x88B6  # IEEE 802 local experimental: no real traffic matches the marker
+MARKER_PRIORITY = 1
+
+
+def marker_tag(cookie: int) -> Optional[int]:
+    """The tag of a migration marker's cookie, or None for any other flow."""
+    if cookie & COOKIE_APP_MASK != MARKER_COOKIE:
+        return None
+    return cookie & 0xFFFFFFFF
+
+
+def marker_add(dp: Any, tag: int):
+    """A dummy flow whose removal (FLOW_REMOVED, to master and equals) marks a point in the stream."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return flow_add(dp, MARKER_PRIORITY, parser.OFPMatch(eth_type=MARKER_ETH_TYPE), [],
+                    cookie=MARKER_COOKIE | (tag & 0xFFFFFFFF), flags=ofp.OFPFF_SEND_FLOW_REM)
+
+
+def marker_delete(dp: Any, tag: int):
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=MARKER_COOKIE | (tag & 0xFFFFFFFF),
+                             cookie_mask=0xFFFFFFFF_FFFFFFFF, table_id=0,
+                             command=ofp.OFPFC_DELETE_STRICT, priority=MARKER_PRIORITY,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch(eth_type=MARKER_ETH_TYPE))
+
+
+def set_async(dp: Any, slave_gets_packet_ins: bool):
+    """Asynchronous messages a SLAVE connection receives: packet-ins and flow-removed too (a
+    migration's standby) or only port status (OpenFlow's default). MASTER/EQUAL get everything."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    if ofp.OFP_VERSION >= compat.ofproto_v1_5.OFP_VERSION:
+        pin, frem = (0x3F, 0x3F) if slave_gets_packet_ins else (0, 0)
+        props = [parser.OFPAsyncConfigPropReasons(ofp.OFPACPT_PACKET_IN_SLAVE, mask=pin),
+                 parser.OFPAsyncConfigPropReasons(ofp.OFPACPT_FLOW_REMOVED_SLAVE, mask=frem),
+                 parser.OFPAsyncConfigPropReasons(ofp.OFPACPT_PACKET_IN_MASTER, mask=0x3F),
+                 parser.OFPAsyncConfigPropReasons(ofp.OFPACPT_FLOW_REMOVED_MASTER, mask=0x3F)]
+        return parser.OFPSetAsync(dp, props)
+    pin, frem = (0x7, 0xF) if slave_gets_packet_ins else (0, 0)
+    return parser.OFPSetAsync(dp, packet_in_mask=[0x7, pin], port_status_mask=[0x7, 0x7],
+                              flow_removed_mask=[0xF, frem])

@@ -82,3 +82,23 @@ def parse(version: int, data: bytes):
     """Decode one OpenFlow message from wire bytes with the platform's parser."""
     ver, msg_type, msg_len, xid = ofproto_parser.header(data)
     return ofproto_parser.msg(protocol(ver), ver, msg_type, msg_len, xid, data[:msg_len])
+
+
+def parse_for(datapath, data: bytes):
+    """Decode a message received on another connection as if `datapath` had received it."""
+    ver, msg_type, msg_len, xid = ofproto_parser.header(data)
+    return ofproto_parser.msg(datapath, ver, msg_type, msg_len, xid, data[:msg_len])
+
+
+def register_sync_handler(ev_cls, fn) -> None:
+    """Run fn(ev) inside the connection's receive loop, before the next message is read.
+
+    The platform queues each message to every app separately, so apps see one switch's stream in
+    different interleavings; a handler on the OpenFlow brick itself sees it in wire order, which a
+    migration needs to split the stream at a marker. fn must not block and must not raise.
+    """
+    def sync(ev):  # a plain function: the platform reads `callers` from it
+        fn(ev)
+
+    handler.set_ev_handler(ev_cls, [MAIN_DISPATCHER])(sync)
+    app_manager.lookup_service_brick("ofp_event").register_handler(ev_cls, sync)

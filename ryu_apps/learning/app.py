@@ -21,7 +21,7 @@ from ryu_apps.learning.store import L2Store
 from ryu_apps.loud import loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
-from ryu_apps.roles.events import EventRoleChanged
+from ryu_apps.roles.events import EventQuiesce, EventRelease, EventRoleChanged
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.learning")
@@ -68,6 +68,26 @@ class LearningSwitch(compat.RyuApp):
         for msg in ev.released:
             self._answer(msg)
         self._flush_if_idle()
+
+    @compat.set_ev_cls(EventRelease)
+    @loud
+    def _release(self, ev: EventRelease) -> None:
+        """Packet-ins a migration buffered, now ours to answer (in order)."""
+        dp = ev.datapath
+        if not self.roles.is_master(dp.id):
+            LOG.warning("%s: %d released packet-in(s) of %#x dropped: not MASTER",
+                        self.cfg.instance_id, len(ev.msgs), dp.id)
+            return
+        for msg in ev.msgs:
+            self._answer(msg)
+        self._flush()
+
+    @compat.set_ev_cls(EventQuiesce)
+    @loud
+    def _quiesce(self, ev: EventQuiesce) -> None:
+        """Everything queued before this event is handled; make it durable and sent, then say so."""
+        self._flush()
+        ev.done()
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
     @loud

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ryu_apps import config, ofmsgs
-from ryu_apps.kvs import ROLES_KEY, StoreError, connect
+from ryu_apps.kvs import ROLES_KEY, WANT_KEY, StoreError, connect
 from ryu_apps.loud import loud
-from ryu_apps.roles.core import Discard, Release, Role, RoleCore, SendRoleRequest, Settled
-from ryu_apps.roles.events import EventRoleChanged
+from ryu_apps.roles.core import (Discard, Refused, Release, Role, RoleCore, SendRoleRequest,
+                                 Settled)
+from ryu_apps.roles.events import EventRoleChanged, EventRoleRefused, is_held
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.roles")
@@ -27,7 +28,7 @@ BRICK_NAME = "sdnmig_roles"
 
 class RoleManager(compat.RyuApp):
     OFP_VERSIONS = list(compat.OFPROTOS)
-    _EVENTS = [EventRoleChanged]
+    _EVENTS = [EventRoleChanged, EventRoleRefused]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,6 +39,8 @@ class RoleManager(compat.RyuApp):
         except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
         self.redis.delete(ROLES_KEY)  # a previous run's view is stale
+        # Roles a migration gave this instance outrank the configured ones (they outlive restarts).
+        self.wanted = {int(k, 16): Role[v.decode()] for k, v in self.redis.hgetall(WANT_KEY).items()}
         self.cores: Dict[int, RoleCore] = {}
         self.datapaths: Dict[int, Any] = {}
         self.discarded = 0
@@ -46,17 +49,35 @@ class RoleManager(compat.RyuApp):
     # -- what other apps call -------------------------------------------------------------------
     def admit(self, msg: Any) -> bool:
         """True if this instance is confirmed MASTER of msg's switch and should answer it now."""
+        if is_held(msg):
+            return False  # a migration buffered it; it comes back through EventRelease
         return self._core(msg.datapath.id).packet_in(time.monotonic(), msg)
 
     def is_master(self, dpid: int) -> bool:
         core = self.cores.get(dpid)
         return bool(core and core.is_master)
 
-    def set_role(self, dpid: int, role: Role) -> None:
-        """Ask the switch for another role (later migrations use this)."""
+    def set_role(self, dpid: int, role: Role, generation_id: Optional[int] = None,
+                 fenced: bool = False, persist: bool = False) -> None:
+        """Ask the switch for another role; with a generation_id, exactly that one (migrations).
+
+        `persist` records MASTER/SLAVE as this instance's role for the switch across restarts.
+        """
         if dpid not in self.datapaths:
             raise KeyError(f"switch {dpid:#x} is not connected to {self.cfg.instance_id}")
-        self._run(self.datapaths[dpid], self._core(dpid).set_want(time.monotonic(), role))
+        if persist and role in (Role.MASTER, Role.SLAVE):
+            self.persist(dpid, role)
+        self._run(self.datapaths[dpid], self._core(dpid).set_want(
+            time.monotonic(), role, generation_id, fenced))
+
+    def persist(self, dpid: int, role: Role) -> None:
+        """Record MASTER/SLAVE as this instance's role for the switch across restarts."""
+        self.wanted[dpid] = role
+        self.redis.hset(WANT_KEY, f"{dpid:016x}", role.name)
+
+    def generation_id(self, dpid: int) -> Optional[int]:
+        core = self.cores.get(dpid)
+        return core.generation_id if core else None
 
     def roles(self) -> Dict[int, str]:
         return {dpid: (core.role.name if core.role is not None else "-") + f"/{core.state.value}"
@@ -121,7 +142,8 @@ class RoleManager(compat.RyuApp):
     def _core(self, dpid: int) -> RoleCore:
         core = self.cores.get(dpid)
         if core is None:
-            want = Role.MASTER if self.cfg.wants_master(dpid) else Role.SLAVE
+            want = self.wanted.get(dpid) or (
+                Role.MASTER if self.cfg.wants_master(dpid) else Role.SLAVE)
             core = self.cores[dpid] = RoleCore(want=want, timeout=self.cfg.role_timeout)
         return core
 
@@ -134,6 +156,11 @@ class RoleManager(compat.RyuApp):
             elif isinstance(action, Release):
                 # Held packet-ins of an older connection to this switch are stale: drop them.
                 released = tuple(m for m in action.msgs if m.datapath is dp)
+            elif isinstance(action, Refused):
+                LOG.warning("%s: switch %#x refused %s with generation %d as stale (fenced)",
+                            self.cfg.instance_id, dp.id, action.role.name, action.generation_id)
+                self.send_event_to_observers(
+                    EventRoleRefused(dp, int(action.role), action.generation_id))
             elif isinstance(action, Discard):
                 self.discarded += action.count
                 LOG.info("%s: %d held packet-in(s) of %#x left to the master: %s",
@@ -145,7 +172,8 @@ class RoleManager(compat.RyuApp):
                 self.redis.hset(ROLES_KEY, f"{dp.id:016x}",
                                 f"{action.role.name} {action.generation_id}")
                 self.send_event_to_observers(
-                    EventRoleChanged(dp, int(action.role), action.generation_id, released))
+                    EventRoleChanged(dp, int(action.role), action.generation_id, released,
+                                     action.by_status))
 
     def _ticker(self) -> None:
         while True:

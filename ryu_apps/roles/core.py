@@ -24,9 +24,16 @@ State table ("want" is the role this instance should hold; gen the last generati
 | QUERYING / REQUESTING | deadline passed      | ROLE_REQUEST(NOCHANGE) (new xid)          | QUERYING          |
 | SETTLED    | want(role) != role              | ROLE_REQUEST(role, gen+1 / gen)           | REQUESTING        |
 | REQUESTING | want(role) != role requested    | ROLE_REQUEST(role, ...) (new xid)         | REQUESTING        |
+| SETTLED / REQUESTING | want(role, gen, fenced)  | ROLE_REQUEST(role, exactly gen)           | REQUESTING        |
+| REQUESTING | error STALE for a fenced request| Refused; want := role held                | SETTLED           |
+| REQUESTING | deadline, fenced request        | the same request again (new xid)          | REQUESTING        |
 | SETTLED    | ROLE_STATUS(SLAVE, gen)         | want := SLAVE (never fight a new master)  | SETTLED(SLAVE)    |
 | any        | reply/error with an unknown xid | ignore (late answer to a retried request) | same              |
 | any        | disconnected                    | discard held                              | OFFLINE           |
+
+A *fenced* request (migrations: "take MASTER with exactly this generation_id") is never retried
+with a fresher generation: being refused as stale is its answer, because another controller was
+deliberately given a higher one.
 
 Packet-ins: OFFLINE/QUERYING/REQUESTING hold (bounded; overflow discards the oldest, counted);
 SETTLED(MASTER) admits; SETTLED(SLAVE/EQUAL) refuses. (OFFLINE holds because the platform may
@@ -66,6 +73,7 @@ class SendRoleRequest:
     role: Role
     generation_id: int
     xid: int
+    fenced: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,15 @@ class Discard:
 
 @dataclass(frozen=True)
 class Settled:
+    role: Role
+    generation_id: int
+    by_status: bool = False  # True: another controller changed our role (ROLE_STATUS)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A fenced request was refused as stale; the role held is unchanged."""
+
     role: Role
     generation_id: int
 
@@ -141,8 +158,13 @@ class RoleCore:
         return [self._query(now)]
 
     def role_error_stale(self, now: float, xid: int) -> List[Action]:
-        if self._pending is None or xid != self._pending.xid:
+        pending = self._pending
+        if pending is None or xid != pending.xid:
             return []
+        if pending.fenced:
+            self.want = self.role if self.role in (Role.MASTER, Role.SLAVE, Role.EQUAL) else Role.SLAVE
+            self.state, self._pending = State.SETTLED, None
+            return [Refused(pending.role, pending.generation_id)]
         return [self._query(now)]
 
     def role_status(self, now: float, role: Role, generation_id: int) -> List[Action]:
@@ -152,7 +174,7 @@ class RoleCore:
         if self.role == Role.SLAVE:
             self.want = Role.SLAVE
         if self.state is State.SETTLED:
-            return [Settled(self.role, self.generation_id)]
+            return [Settled(self.role, self.generation_id, by_status=True)]
         # A request of ours is in flight; its reply (or the retry) settles the role.
         return []
 
@@ -167,10 +189,18 @@ class RoleCore:
         return False
 
     # -- events from this instance ----------------------------------------------------------
-    def set_want(self, now: float, role: Role) -> List[Action]:
+    def set_want(self, now: float, role: Role, generation_id: Optional[int] = None,
+                 fenced: bool = False) -> List[Action]:
+        """Ask for `role`; with `generation_id`, exactly that one (fenced: never retried)."""
         if role not in (Role.MASTER, Role.SLAVE, Role.EQUAL):
             raise ValueError(f"cannot want role {role!r}")
+        if fenced and generation_id is None:
+            raise ValueError("a fenced request needs a generation_id")
         self.want = role
+        if generation_id is not None:
+            if self.state not in (State.SETTLED, State.REQUESTING):
+                raise ValueError(f"cannot ask for an exact generation while {self.state.value}")
+            return [self._send(now, role, generation_id, fenced)]
         if self.state is State.SETTLED and self.role != role:
             return [self._request(now, role)]
         if self.state is State.REQUESTING and self._pending is not None \
@@ -181,6 +211,10 @@ class RoleCore:
 
     def tick(self, now: float) -> List[Action]:
         if self.state in (State.QUERYING, State.REQUESTING) and now >= self._deadline:
+            p = self._pending
+            if p is not None and p.fenced:
+                # Same request again: the same generation_id is accepted twice, never a fresher one.
+                return [self._send(now, p.role, p.generation_id, True)]
             return [self._query(now)]
         return []
 
@@ -189,9 +223,10 @@ class RoleCore:
         return self.state is State.SETTLED and self.role == Role.MASTER
 
     # -- internals ------------------------------------------------------------------------------
-    def _send(self, now: float, role: Role, gen: int) -> SendRoleRequest:
+    def _send(self, now: float, role: Role, gen: int, fenced: bool = False) -> SendRoleRequest:
         self._xid = XID_BASE + ((self._xid - XID_BASE + 1) % 0x0FFFFFFF)
-        self._pending = SendRoleRequest(role, gen & GEN_MASK, self._xid)
+        self.state = State.REQUESTING if role != Role.NOCHANGE else State.QUERYING
+        self._pending = SendRoleRequest(role, gen & GEN_MASK, self._xid, fenced)
         self._deadline = now + self.timeout
         return self._pending
 

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import pytest
 
-from ryu_apps.roles.core import (GEN_MASK, XID_BASE, Discard, Release, Role, RoleCore,
+from ryu_apps.roles.core import (GEN_MASK, XID_BASE, Discard, Refused, Release, Role, RoleCore,
                                  SendRoleRequest, Settled, State)
 
 #: What OVS reports as the generation_id before any controller set one.
@@ -311,7 +311,7 @@ def test_role_status_slave_demotes_a_settled_master_and_it_stops_wanting_master(
     """Never fight a new master: a later reconnection must ask for SLAVE, not MASTER."""
     core = settled(Role.MASTER, gen=7)
     actions = core.role_status(3.0, Role.SLAVE, 9)
-    assert actions == [Settled(Role.SLAVE, 9)]
+    assert actions == [Settled(Role.SLAVE, 9, by_status=True)]
     assert core.want is Role.SLAVE and core.role is Role.SLAVE
     assert core.state is State.SETTLED and not core.is_master
     assert core.packet_in(3.1, "x") is False
@@ -333,7 +333,7 @@ def test_role_status_while_negotiating_records_it_and_waits_for_the_reply() -> N
 
 def test_role_status_other_than_slave_does_not_change_want() -> None:
     core = settled(Role.SLAVE)
-    assert core.role_status(1.0, Role.EQUAL, 3) == [Settled(Role.EQUAL, 3)]
+    assert core.role_status(1.0, Role.EQUAL, 3) == [Settled(Role.EQUAL, 3, by_status=True)]
     assert core.want is Role.SLAVE
 
 
@@ -417,3 +417,39 @@ def test_reconnect_renegotiates_from_scratch() -> None:
     assert query.role is Role.NOCHANGE
     assert core.state is State.QUERYING and core.role is Role.EQUAL
     assert not core.is_master
+
+
+# -- fenced requests (migrations) -------------------------------------------------------------------
+
+def test_exact_generation_request_uses_that_generation() -> None:
+    core = settled(Role.EQUAL, gen=7)
+    req = only_request(core.set_want(1.0, Role.MASTER, generation_id=12, fenced=True))
+    assert (req.role, req.generation_id, req.fenced) == (Role.MASTER, 12, True)
+    assert core.state is State.REQUESTING
+    assert core.role_reply(1.1, req.xid, Role.MASTER, 12) == [Settled(Role.MASTER, 12)]
+
+
+def test_fenced_request_refused_as_stale_is_not_retried_and_keeps_the_role() -> None:
+    core = settled(Role.EQUAL, gen=7)
+    req = only_request(core.set_want(1.0, Role.MASTER, generation_id=8, fenced=True))
+    assert core.role_error_stale(1.1, req.xid) == [Refused(Role.MASTER, 8)]
+    assert core.state is State.SETTLED and core.role is Role.EQUAL and core.want is Role.EQUAL
+    assert core.tick(100.0) == []
+
+
+def test_fenced_request_without_answer_is_sent_again_with_the_same_generation() -> None:
+    core = settled(Role.EQUAL, gen=7, timeout=1.0)
+    req = only_request(core.set_want(1.0, Role.MASTER, generation_id=8, fenced=True))
+    again = only_request(core.tick(2.5))
+    assert (again.role, again.generation_id, again.fenced) == (Role.MASTER, 8, True)
+    assert again.xid != req.xid
+    assert core.role_reply(2.6, req.xid, Role.MASTER, 8) == []  # the old xid is ignored
+
+
+def test_fenced_needs_a_generation_and_a_known_connection() -> None:
+    core = settled(Role.SLAVE)
+    with pytest.raises(ValueError):
+        core.set_want(1.0, Role.MASTER, fenced=True)
+    offline = RoleCore(want=Role.SLAVE)
+    with pytest.raises(ValueError):
+        offline.set_want(1.0, Role.MASTER, generation_id=3)

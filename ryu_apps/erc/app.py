@@ -1,0 +1,576 @@
+"""ERC / Meta-Migration as a platform app: the thin adapter around `erc.core`.
+
+Load it beside the learning app (`osken-manager ryu_apps.learning.app ryu_apps.erc.app`); the
+role manager comes with it. It needs the deployment's bus ([sdnmig] bus_host/bus_port).
+
+Three kinds of work reach the cores, each in its own greenthread, and every action they return
+is carried out by one worker greenthread, in order:
+- the switch stream, in wire order: packet-ins and marker FLOW_REMOVEDs are seen by a handler
+  running inside the connection's receive loop (`compat.register_sync_handler`), which decides
+  at arrival whether a packet-in is buffered (then marked held, so the learning app skips it);
+- role changes from the role manager, and messages from the bus (peers and operators);
+- a ticker: deadlines, and whether the peers that matter still hold their bus subscription (a
+  crashed process loses it at once; a stalled one keeps it and meets a deadline instead).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import redis
+
+from ryu_apps import config, ofmsgs
+from ryu_apps.erc import core as erc
+from ryu_apps.erc import snapshot, wire
+from ryu_apps.kvs import StoreError, connect
+from ryu_apps.loud import MARKER, loud
+from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
+from ryu_apps.roles.core import Role
+from ryu_apps.roles.events import (EventQuiesce, EventRelease, EventRoleChanged, EventRoleRefused,
+                                   mark_held)
+from sdnmig import compat
+
+LOG = logging.getLogger("sdnmig.erc")
+TICK_S = 0.02
+LIVENESS_S = 0.05
+REGISTER_S = 1.0
+INCOMING_KEY = "ctl:incoming"  # dpids whose state was restored here for a migration not yet won
+
+Core = Union[erc.InitiatorCore, erc.CandidateCore]
+
+# Compare-and-delete: release a key only if it still holds our value.
+_CAS_DEL = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_HCAS_DEL = ("if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then "
+             "return redis.call('hdel', KEYS[1], ARGV[1]) end return 0")
+
+
+class ErcMigrator(compat.RyuApp):
+    OFP_VERSIONS = list(compat.OFPROTOS)
+    _EVENTS = [EventRelease, EventQuiesce]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = "sdnmig_erc"
+        try:
+            self.cfg = config.load()
+            if not self.cfg.bus_port:
+                raise config.ConfigError("[sdnmig] bus_port is not set: the ERC app needs the "
+                                         "deployment's bus (sdnmig controllers start sets it)")
+            self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
+            self.bus = connect(self.cfg.bus_host, self.cfg.bus_port, self.cfg.bus_password)
+        except (config.ConfigError, StoreError) as e:
+            raise SystemExit(f"sdnmig: {e}") from None
+        self.me = self.cfg.instance_id
+        self.initiating: Dict[int, erc.InitiatorCore] = {}
+        self.joining: Dict[int, erc.CandidateCore] = {}
+        self.replies: Dict[str, str] = {}
+        self.started: Dict[str, float] = {}
+        self.work: Any = compat.hub.Queue()
+        self.faults = _parse_faults(self.cfg.fault)
+        self.sent: Dict[str, int] = {}
+        self.mig_counter = int.from_bytes(os.urandom(2), "big")
+        self._cas_del = self.bus.register_script(_CAS_DEL)
+        self._hcas_del = self.bus.register_script(_HCAS_DEL)
+        self._cpu = (time.monotonic(), sum(os.times()[:2]))
+        self._cleanup_orphans()
+        for fn in (self._worker, self._listen, self._ticker, self._register):
+            self.threads.append(compat.hub.spawn(fn))
+        LOG.info("%s: ERC migrator on bus %s:%d", self.me, self.cfg.bus_host, self.cfg.bus_port)
+
+    def start(self) -> Any:
+        t = super().start()
+        compat.register_sync_handler(compat.ofp_event.EventOFPPacketIn, self._sync_packet_in)
+        compat.register_sync_handler(compat.ofp_event.EventOFPFlowRemoved, self._sync_flow_removed)
+        return t
+
+    @property
+    def roles(self) -> Any:
+        return compat.app_manager.lookup_service_brick(ROLES_BRICK)
+
+    # -- the switch stream, in wire order ---------------------------------------------------------
+    def _sync_packet_in(self, ev: Any) -> None:
+        try:
+            msg = ev.msg
+            core = self._core(msg.datapath.id)
+            if core is not None and core.packet_in(time.monotonic(), msg):
+                mark_held(msg)
+        except Exception:  # noqa: BLE001 -- raising here would kill the switch connection
+            LOG.exception("%s in the packet-in stream hook", MARKER)
+
+    def _sync_flow_removed(self, ev: Any) -> None:
+        try:
+            msg = ev.msg
+            tag = ofmsgs.marker_tag(msg.cookie)
+            if tag is None:
+                return
+            dpid = msg.datapath.id
+            core = self._core(dpid)
+            if core is None:
+                return
+            actions = core.marker_seen(time.monotonic(), tag)
+            if any(isinstance(a, erc.TakeSnapshot) for a in actions):
+                # Queued to the apps right behind every packet-in before the marker.
+                self._quiesce(dpid, lambda: self.work.put(lambda: self._snapshot(dpid)))
+            rest = [a for a in actions if not isinstance(a, erc.TakeSnapshot)]
+            if rest:
+                self.work.put(lambda: self._exec(dpid, core, rest))
+        except Exception:  # noqa: BLE001
+            LOG.exception("%s in the flow-removed stream hook", MARKER)
+
+    def _core(self, dpid: int) -> Optional[Core]:
+        core = self.initiating.get(dpid)
+        if core is not None and not core.finished:
+            return core
+        cand = self.joining.get(dpid)
+        return cand if cand is not None and cand.live else None
+
+    # -- role manager events ----------------------------------------------------------------------
+    @compat.set_ev_cls(EventRoleChanged)
+    @loud
+    def _role_changed(self, ev: EventRoleChanged) -> None:
+        dpid, role, now = ev.datapath.id, Role(ev.role), time.monotonic()
+        self._publish_master(dpid, role)
+        core = self._core(dpid)
+        if core is None:
+            return
+        if ev.by_status:
+            actions = core.role_status(now, role, ev.generation_id)
+        else:
+            actions = core.role_confirmed(now, role, ev.generation_id)
+        self.work.put(lambda: self._exec(dpid, core, actions))
+
+    @compat.set_ev_cls(EventRoleRefused)
+    @loud
+    def _role_refused(self, ev: EventRoleRefused) -> None:
+        dpid = ev.datapath.id
+        core = self._core(dpid)
+        if core is not None:
+            actions = core.role_refused(time.monotonic())
+            self.work.put(lambda: self._exec(dpid, core, actions))
+
+    # -- the bus ----------------------------------------------------------------------------------
+    def _listen(self) -> None:
+        while True:
+            try:
+                ps = self.bus.pubsub(ignore_subscribe_messages=True)
+                ps.subscribe(wire.channel(self.me))
+                for item in ps.listen():
+                    if item.get("type") == "message":
+                        self._on_bus(item["data"])
+            except redis.RedisError as e:
+                LOG.error("%s: bus connection lost (%s); resubscribing", self.me, e)
+                compat.hub.sleep(0.5)
+
+    def _on_bus(self, data: bytes) -> None:
+        try:
+            msg = wire.decode(data)
+        except wire.WireError as e:
+            LOG.warning("%s: malformed bus message dropped: %s", self.me, e)
+            return
+        try:
+            self._dispatch(msg)
+        except Exception:  # noqa: BLE001 -- one bad message must not stop the listener
+            LOG.exception("%s handling %s from %s", MARKER, msg.type, msg.src)
+
+    def _dispatch(self, msg: wire.Msg) -> None:
+        now = time.monotonic()
+        if msg.type == wire.OP_MIGRATE:
+            self.work.put(lambda: self._op_migrate(msg))
+        elif msg.type == wire.OP_CANCEL:
+            self.work.put(lambda: self._op_cancel(msg))
+        elif msg.type == wire.START:
+            self.work.put(lambda: self._on_start(msg))
+        elif msg.type in (wire.STATUS, wire.REFUSE, wire.STATE_ACK, wire.END_MIGRATION):
+            core = self.initiating.get(msg.dpid)
+            if core is not None and core.mig == msg.mig:
+                actions = core.on_peer(now, msg)
+                self.work.put(lambda: self._exec(msg.dpid, core, actions))
+        elif msg.type in (wire.STATE, wire.COMMIT, wire.ROLLBACK):
+            cand = self.joining.get(msg.dpid)
+            if cand is not None and cand.mig == msg.mig:
+                actions = cand.on_peer(now, msg)
+                self.work.put(lambda: self._exec(msg.dpid, cand, actions))
+            elif msg.type == wire.COMMIT:
+                # Not ours (any more): say so, or the initiator waits for a ROLE_STATUS.
+                self._send(msg.dpid, msg.mig, msg.src, wire.REFUSE, {"reason": "not a candidate"})
+
+    def _send(self, dpid: int, mig: str, to: str, kind: str, body: Dict[str, Any],
+              payload: bytes = b"") -> None:
+        n = self.sent[kind] = self.sent.get(kind, 0) + 1
+        fault = self.faults.get(kind)
+        if fault is not None:
+            what, arg = fault
+            if what == "drop" and n == arg:
+                LOG.warning("%s: fault injection: %s #%d to %s dropped", self.me, kind, n, to)
+                return
+            if what == "stall":
+                compat.hub.sleep(arg)
+        self.bus.publish(wire.channel(to), wire.encode(
+            wire.Msg(kind, mig, dpid, self.me, body, payload, n)))
+
+    # -- operations -------------------------------------------------------------------------------
+    def _op_migrate(self, req: wire.Msg) -> None:
+        reply = str(req.body.get("reply") or "")
+        try:
+            core = self._begin(req)
+        except erc.MigrationError as e:
+            LOG.warning("%s: migration of %#x refused: %s", self.me, req.dpid, e)
+            self._reply(reply, {"ok": False, "error": str(e), "record": None})
+            return
+        if reply:
+            self.replies[core.mig] = reply
+
+    def _begin(self, req: wire.Msg) -> erc.InitiatorCore:
+        b, dpid = req.body, req.dpid
+        roles = self.roles
+        if dpid not in roles.datapaths:
+            raise erc.MigrationError(f"switch {dpid:#x} is not connected to {self.me}")
+        if not roles.is_master(dpid):
+            raise erc.MigrationError(f"{self.me} is not MASTER of switch {dpid:#x}")
+        if self._core(dpid) is not None:
+            raise erc.MigrationError(f"switch {dpid:#x} is already migrating")
+        mode, commit = b.get("mode", "meta"), b.get("commit", "phase2")
+        transfer, timeout = b.get("transfer", "copy"), b.get("timeout_s", 10.0)
+        if mode not in wire.MODES:
+            raise erc.MigrationError(f"mode must be one of {', '.join(wire.MODES)}")
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise erc.MigrationError("timeout_s must be a number of seconds in (0, 3600]")
+        cands = self._candidates(b.get("to") or [], b.get("auto"))
+        if mode == "fixed" and len(cands) != 1:
+            raise erc.MigrationError("a Fixed migration has exactly one destination")
+        self.mig_counter = (self.mig_counter + 1) & 0xFFFFFF
+        mig = f"{self.me}-{dpid:x}-{uuid.uuid4().hex[:8]}"
+        core = erc.InitiatorCore(mig, dpid, self.me, cands, commit=commit, transfer=transfer,
+                                 timeout=float(timeout),
+                                 candidate_timeout=float(timeout) + 2.0,
+                                 tag_base=self.mig_counter << 8)
+        if not self.bus.set(wire.lock_key(dpid), mig, nx=True, ex=int(timeout) + 30):
+            raise erc.MigrationError(f"switch {dpid:#x} is already migrating "
+                                     f"({self.bus.get(wire.lock_key(dpid)).decode()})")
+        self.initiating[dpid] = core
+        self.started[mig] = time.time()
+        self._inflight(core)
+        LOG.info("%s: migrating %#x to %s (commit %s, transfer %s)", self.me, dpid,
+                 ",".join(cands), commit, transfer)
+        self._exec(dpid, core, core.start(time.monotonic(), roles.generation_id(dpid) or 0))
+        return core
+
+    def _candidates(self, to: List[Any], auto: Any) -> List[str]:
+        peers = self._known_peers()
+        if auto is not None:
+            if to:
+                raise erc.MigrationError("give either candidates or auto, not both")
+            if not isinstance(auto, int) or auto < 1:
+                raise erc.MigrationError("auto must be a positive number of candidates")
+            live = [p for p in peers.values() if p.get("load") is not None]
+            if len(live) < auto:
+                raise erc.MigrationError(f"discovery sees {len(live)} controller(s), "
+                                         f"{auto} wanted")
+            to = [p["id"] for p in sorted(live, key=lambda p: (float(p["load"]), p["id"]))[:auto]]
+        if not to or not all(isinstance(c, str) and c for c in to):
+            raise erc.MigrationError("no candidate controller given")
+        unknown = [c for c in to if c not in peers and c != self.me]
+        if unknown:
+            raise erc.MigrationError(f"unknown controller(s) {', '.join(unknown)} (known: "
+                                     f"{', '.join(sorted(peers)) or 'none'})")
+        res = self.bus.execute_command("PUBSUB", "NUMSUB", *[wire.channel(c) for c in to])
+        dead = [c for c, n in zip(to, res[1::2]) if not int(n)]
+        if dead:
+            raise erc.MigrationError(f"controller(s) {', '.join(dead)} not running "
+                                     "(no subscriber on the bus)")
+        return list(to)
+
+    def _known_peers(self) -> Dict[str, Dict[str, Any]]:
+        """What zeroconf discovery sees (ctl:peers, kept by the instance's advertiser), plus the
+        static list of the config."""
+        peers: Dict[str, Dict[str, Any]] = {}
+        for k, v in self.redis.hgetall(wire.PEERS_KEY).items():
+            try:
+                peers[k.decode()] = json.loads(v)
+            except ValueError:
+                continue
+        for p in self.cfg.peers:
+            peers.setdefault(p, {"id": p, "load": None})
+        return peers
+
+    def _op_cancel(self, req: wire.Msg) -> None:
+        reply = str(req.body.get("reply") or "")
+        core = self.initiating.get(req.dpid)
+        if core is None or core.finished:
+            self._reply(reply, {"ok": False, "error": f"no migration of {req.dpid:#x} in flight "
+                                f"from {self.me}", "record": None})
+            return
+        try:
+            actions = core.cancel(time.monotonic())
+        except erc.MigrationError as e:
+            self._reply(reply, {"ok": False, "error": str(e), "record": core.record()})
+            return
+        self._reply(reply, {"ok": True, "error": None, "record": None})
+        self._exec(req.dpid, core, actions)
+
+    def _reply(self, channel: str, body: Dict[str, Any]) -> None:
+        if channel:
+            self.bus.publish(channel, wire.encode(wire.Msg(wire.OP_RESULT, "", 0, self.me, body)))
+
+    # -- candidate side ---------------------------------------------------------------------------
+    def _on_start(self, msg: wire.Msg) -> None:
+        dpid, now = msg.dpid, time.monotonic()
+        why = None
+        if dpid not in self.roles.datapaths:
+            why = f"{self.me} is not connected to switch {dpid:#x}"
+        elif self.roles.is_master(dpid):
+            why = f"{self.me} is already MASTER of {dpid:#x}"
+        elif self._core(dpid) is not None:
+            why = f"{self.me} is busy with another migration of {dpid:#x}"
+        if why:
+            self._send(dpid, msg.mig, msg.src, wire.REFUSE, {"reason": why})
+            return
+        try:
+            cand, actions = erc.CandidateCore.from_start(now, self.me, msg)
+        except wire.WireError as e:
+            self._send(dpid, msg.mig, msg.src, wire.REFUSE, {"reason": str(e)})
+            return
+        self.joining[dpid] = cand
+        LOG.info("%s: candidate for %#x in %s (initiator %s)", self.me, dpid, msg.mig, msg.src)
+        self._exec(dpid, cand, actions)
+
+    # -- carrying out actions (worker greenthread only) ---------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            job = self.work.get()
+            try:
+                job()
+            except Exception:  # noqa: BLE001 -- a dead worker would stop every migration
+                LOG.exception("%s in the ERC worker", MARKER)
+
+    def _exec(self, dpid: int, core: Core, actions: List[Any]) -> None:
+        mig = core.mig
+        for a in actions:
+            dp = self.roles.datapaths.get(dpid)
+            if isinstance(a, erc.Send):
+                self._send(dpid, mig, a.to, a.type, a.body, a.payload)
+            elif isinstance(a, erc.RequestRole):
+                if dp is None:
+                    LOG.error("%s: %#x disconnected; cannot ask for %s", self.me, dpid, a.role.name)
+                    continue
+                persist = a.role == Role.SLAVE or (a.role == Role.MASTER
+                                                   and isinstance(core, erc.InitiatorCore))
+                self.roles.set_role(dpid, a.role, a.generation_id, a.fenced, persist=persist)
+            elif isinstance(a, erc.PlaceMarker) and dp is not None:
+                dp.send_msg(ofmsgs.marker_add(dp, a.tag))
+                dp.send_msg(ofmsgs.marker_delete(dp, a.tag))
+            elif isinstance(a, erc.PublishSnapshot):
+                assert isinstance(core, erc.InitiatorCore) and core.snapshot is not None
+                self.bus.set(wire.xfer_key(mig), core.snapshot, ex=120)
+            elif isinstance(a, erc.Restore):
+                self._restore(dpid, core, a)
+            elif isinstance(a, erc.Release) and dp is not None:
+                self.send_event_to_observers(EventRelease(dp, a.msgs))
+                if a.then_flushed:
+                    self._quiesce(dpid, lambda: self.work.put(
+                        lambda: self._exec(dpid, core, core.flushed(time.monotonic()))))
+            elif isinstance(a, erc.DropBuffer):
+                if a.count:
+                    LOG.info("%s: %d buffered packet-in(s) of %#x dropped: %s", self.me,
+                             a.count, dpid, a.why)
+            elif isinstance(a, erc.DropState):
+                n = snapshot.drop(self.redis, dpid)
+                self.redis.srem(INCOMING_KEY, f"{dpid:016x}")
+                LOG.info("%s: dropped %d state key(s) of %#x", self.me, n, dpid)
+            elif isinstance(a, erc.Standby) and dp is not None:
+                dp.send_msg(ofmsgs.set_async(dp, a.on))
+            elif isinstance(a, erc.Claim):
+                won = self._claim(mig, a.who)
+                if isinstance(core, erc.CandidateCore):
+                    self._exec(dpid, core, core.claim_result(time.monotonic(), won))
+            elif isinstance(a, erc.Note):
+                LOG.info("%s: %s", self.me, a.text)
+            elif isinstance(a, erc.Finished):
+                self._finished(dpid, core, a)
+
+    def _quiesce(self, dpid: int, done: Callable[[], None]) -> None:
+        ev = EventQuiesce(dpid, done)
+        if self.get_observers(ev, None):
+            self.send_event_to_observers(ev)
+        else:
+            done()
+
+    def _snapshot(self, dpid: int) -> None:
+        core = self.initiating.get(dpid)
+        if core is None or core.finished:
+            return
+        blob = snapshot.dump(self.redis, dpid)
+        self._exec(dpid, core, core.snapshot_ready(time.monotonic(), blob, snapshot.digest(blob)))
+
+    def _restore(self, dpid: int, core: Core, a: erc.Restore) -> None:
+        assert isinstance(core, erc.CandidateCore)
+        dp = self.roles.datapaths.get(dpid)
+        try:
+            blob = a.snapshot
+            if a.key:
+                blob = self.bus.get(a.key)
+                if blob is None:
+                    raise snapshot.SnapshotError(f"published snapshot {a.key} is gone")
+            got = snapshot.digest(blob)
+            if got == a.digest:
+                self.redis.sadd(INCOMING_KEY, f"{dpid:016x}")
+                snapshot.restore(self.redis, dpid, blob)
+            gap = tuple(compat.parse_for(dp, raw) for raw in erc.split_gap(a.gap))
+        except (snapshot.SnapshotError, wire.WireError, redis.RedisError) as e:
+            LOG.error("%s: state of %#x not restored: %s", self.me, dpid, e)
+            self._send(dpid, core.mig, core.initiator, wire.REFUSE, {"reason": f"restore: {e}"})
+            self._exec(dpid, core, core._out(f"restore failed: {e}"))
+            return
+        self._exec(dpid, core, core.restored_state(time.monotonic(), got, gap))
+
+    def _claim(self, mig: str, who: str) -> bool:
+        key = wire.claim_key(mig)
+        if self.bus.set(key, who, nx=True, ex=3600):
+            return True
+        held = self.bus.get(key)
+        return held is not None and held.decode() == who
+
+    def _finished(self, dpid: int, core: Core, a: erc.Finished) -> None:
+        if isinstance(core, erc.InitiatorCore):
+            rec = core.record()
+            rec["started"] = self.started.pop(core.mig, None)
+            self._archive(rec, core.mig, dpid)
+            self._reply(self.replies.pop(core.mig, ""), {"ok": True, "error": None, "record": rec})
+            LOG.info("%s: migration %s of %#x %s%s (winner %s, %.1f ms)", self.me, core.mig, dpid,
+                     a.outcome, f": {a.reason}" if a.reason else "", rec["winner"],
+                     rec["total_ms"] or 0.0)
+            return
+        LOG.info("%s: candidate for %#x in %s: %s%s", self.me, dpid, core.mig, a.outcome,
+                 f" ({a.reason})" if a.reason else "")
+        if a.outcome in ("won", "rescued"):
+            self.redis.srem(INCOMING_KEY, f"{dpid:016x}")
+            self.roles.persist(dpid, Role.MASTER)
+        if a.outcome == "rescued":
+            self._archive({"mig": core.mig, "dpid": dpid, "initiator": core.initiator,
+                           "winner": self.me, "outcome": "rescued",
+                           "reason": f"initiator {core.initiator} vanished; {self.me} took over",
+                           "started": None, "total_ms": None, "phases_ms": None}, core.mig, dpid)
+
+    def _archive(self, rec: Dict[str, Any], mig: str, dpid: int) -> None:
+        pipe = self.bus.pipeline(transaction=False)
+        pipe.hdel(wire.INFLIGHT_KEY, mig)
+        pipe.lpush(wire.HISTORY_KEY, json.dumps(rec))
+        pipe.ltrim(wire.HISTORY_KEY, 0, wire.HISTORY_CAP - 1)
+        pipe.delete(wire.xfer_key(mig))
+        pipe.execute()
+        self._cas_del(keys=[wire.lock_key(dpid)], args=[mig])
+
+    def _inflight(self, core: erc.InitiatorCore) -> None:
+        rec = core.record()
+        rec["started"] = self.started.get(core.mig)
+        rec["outcome"] = "in flight"
+        self.bus.hset(wire.INFLIGHT_KEY, core.mig, json.dumps(rec))
+
+    def _publish_master(self, dpid: int, role: Role) -> None:
+        field = wire.dpid_text(dpid)
+        try:
+            if role == Role.MASTER:
+                self.bus.hset(wire.MASTER_KEY, field, self.me)
+            else:
+                self._hcas_del(keys=[wire.MASTER_KEY], args=[field, self.me])
+        except redis.RedisError as e:
+            LOG.error("%s: bus unreachable, ctl:master not updated: %s", self.me, e)
+
+    def _cleanup_orphans(self) -> None:
+        """State restored for a migration this instance never won (it crashed): drop it."""
+        for raw in self.redis.smembers(INCOMING_KEY):
+            dpid = int(raw, 16)
+            n = snapshot.drop(self.redis, dpid)
+            LOG.warning("%s: dropped %d key(s) of %#x left by an unfinished migration", self.me,
+                        n, dpid)
+        self.redis.delete(INCOMING_KEY)
+
+    # -- time -------------------------------------------------------------------------------------
+    def _ticker(self) -> None:
+        last_check = 0.0
+        while True:
+            compat.hub.sleep(TICK_S)
+            now = time.monotonic()
+            cores: List[Tuple[int, Core]] = [(d, c) for d, c in self.initiating.items()
+                                             if not c.finished]
+            cores += [(d, c) for d, c in self.joining.items() if c.live]
+            self._forget_finished()
+            if not cores:
+                continue
+            for dpid, core in cores:
+                actions = core.tick(now)
+                if actions:
+                    self.work.put(lambda d=dpid, c=core, a=actions: self._exec(d, c, a))
+            if now - last_check >= LIVENESS_S:
+                last_check = now
+                try:
+                    self._check_liveness(cores, now)
+                except redis.RedisError as e:
+                    LOG.error("%s: liveness check failed: %s", self.me, e)
+
+    def _check_liveness(self, cores: List[Tuple[int, Core]], now: float) -> None:
+        watch: Dict[str, List[Tuple[int, Core]]] = {}
+        for dpid, core in cores:
+            peers = core.watched() if isinstance(core, erc.InitiatorCore) else [core.initiator]
+            for p in peers:
+                watch.setdefault(p, []).append((dpid, core))
+        if not watch:
+            return
+        names = list(watch)
+        res = self.bus.execute_command("PUBSUB", "NUMSUB", *[wire.channel(p) for p in names])
+        for peer, n in zip(names, res[1::2]):
+            if int(n):
+                continue
+            for dpid, core in watch[peer]:
+                if isinstance(core, erc.InitiatorCore):
+                    actions = core.peer_gone(now, peer)
+                else:
+                    actions = core.initiator_gone(now)
+                if actions:
+                    LOG.warning("%s: %s vanished from the bus (migration %s)", self.me, peer,
+                                core.mig)
+                    self.work.put(lambda d=dpid, c=core, a=actions: self._exec(d, c, a))
+
+    def _forget_finished(self) -> None:
+        for d in [d for d, c in self.initiating.items() if c.finished]:
+            del self.initiating[d]
+        for d in [d for d, c in self.joining.items() if not c.live]:
+            del self.joining[d]
+
+    def _register(self) -> None:
+        """Keep this instance's entry in the bus's ctl:instances (with its current load)."""
+        while True:
+            now, cpu = time.monotonic(), sum(os.times()[:2])
+            t0, c0 = self._cpu
+            self._cpu = (now, cpu)
+            load = round((cpu - c0) / (now - t0), 3) if now > t0 else 0.0
+            entry = {"id": self.me, "host": compat.cfg.CONF.ofp_listen_host or "127.0.0.1",
+                     "of_port": compat.cfg.CONF.ofp_tcp_listen_port,
+                     "channel": wire.channel(self.me), "load": load, "pid": os.getpid(),
+                     "ts": time.time(), "migrating": sorted(f"{d:#x}" for d in self.initiating)}
+            try:
+                self.bus.hset(wire.INSTANCES_KEY, self.me, json.dumps(entry))
+            except redis.RedisError as e:
+                LOG.error("%s: bus unreachable: %s", self.me, e)
+            compat.hub.sleep(REGISTER_S)
+
+
+def _parse_faults(text: str) -> Dict[str, Tuple[str, Any]]:
+    """'drop:STATE_ACK:1,stall:STATUS:0.5' -> {type: (what, arg)} (testing only)."""
+    faults: Dict[str, Tuple[str, Any]] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        parts = item.split(":")
+        if len(parts) < 2 or parts[0] not in ("drop", "stall") or parts[1] not in wire.PEER_TYPES:
+            raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: use drop:TYPE[:N] or "
+                             "stall:TYPE:SECONDS with TYPE one of " + ", ".join(wire.PEER_TYPES))
+        try:
+            arg = int(parts[2]) if parts[0] == "drop" and len(parts) > 2 else (
+                1 if parts[0] == "drop" else float(parts[2]))
+        except (ValueError, IndexError):
+            raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: bad number") from None
+        faults[parts[1]] = (parts[0], arg)
+    return faults
