@@ -67,7 +67,7 @@ class ErcMigrator(compat.RyuApp):
         self.me = self.cfg.instance_id
         self.initiating: Dict[int, erc.InitiatorCore] = {}
         self.joining: Dict[int, erc.CandidateCore] = {}
-        self.replies: Dict[str, str] = {}
+        self.replies: Dict[str, Tuple[str, str]] = {}  # mig -> (reply channel, request id)
         self.started: Dict[str, float] = {}
         self.work: Any = compat.hub.Queue()
         self.faults = _parse_faults(self.cfg.fault)
@@ -177,6 +177,15 @@ class ErcMigrator(compat.RyuApp):
             LOG.exception("%s handling %s from %s", MARKER, msg.type, msg.src)
 
     def _dispatch(self, msg: wire.Msg) -> None:
+        fault = self.faults.get("in:" + msg.type)
+        if fault is not None:  # testing only: handle this incoming message late
+            LOG.warning("%s: fault injection: holding %s from %s for %.1f s", self.me, msg.type,
+                        msg.src, fault[1])
+            compat.hub.spawn_after(fault[1], self._dispatch_now, msg)
+            return
+        self._dispatch_now(msg)
+
+    def _dispatch_now(self, msg: wire.Msg) -> None:
         now = time.monotonic()
         if msg.type == wire.OP_MIGRATE:
             self.work.put(lambda: self._op_migrate(msg))
@@ -208,6 +217,8 @@ class ErcMigrator(compat.RyuApp):
                 LOG.warning("%s: fault injection: %s #%d to %s dropped", self.me, kind, n, to)
                 return
             if what == "stall":
+                LOG.warning("%s: fault injection: stalling %s to %s for %.1f s", self.me, kind,
+                            to, arg)
                 compat.hub.sleep(arg)
         self.bus.publish(wire.channel(to), wire.encode(
             wire.Msg(kind, mig, dpid, self.me, body, payload, n)))
@@ -219,10 +230,10 @@ class ErcMigrator(compat.RyuApp):
             core = self._begin(req)
         except erc.MigrationError as e:
             LOG.warning("%s: migration of %#x refused: %s", self.me, req.dpid, e)
-            self._reply(reply, {"ok": False, "error": str(e), "record": None})
+            self._reply(reply, req.mig, {"ok": False, "error": str(e), "record": None})
             return
         if reply:
-            self.replies[core.mig] = reply
+            self.replies[core.mig] = (reply, req.mig)
 
     def _begin(self, req: wire.Msg) -> erc.InitiatorCore:
         b, dpid = req.body, req.dpid
@@ -301,20 +312,21 @@ class ErcMigrator(compat.RyuApp):
         reply = str(req.body.get("reply") or "")
         core = self.initiating.get(req.dpid)
         if core is None or core.finished:
-            self._reply(reply, {"ok": False, "error": f"no migration of {req.dpid:#x} in flight "
-                                f"from {self.me}", "record": None})
+            self._reply(reply, req.mig, {"ok": False, "error": f"no migration of {req.dpid:#x} "
+                                         f"in flight from {self.me}", "record": None})
             return
         try:
             actions = core.cancel(time.monotonic())
         except erc.MigrationError as e:
-            self._reply(reply, {"ok": False, "error": str(e), "record": core.record()})
+            self._reply(reply, req.mig, {"ok": False, "error": str(e), "record": core.record()})
             return
-        self._reply(reply, {"ok": True, "error": None, "record": None})
+        self._reply(reply, req.mig, {"ok": True, "error": None, "record": None})
         self._exec(req.dpid, core, actions)
 
-    def _reply(self, channel: str, body: Dict[str, Any]) -> None:
+    def _reply(self, channel: str, request: str, body: Dict[str, Any]) -> None:
         if channel:
-            self.bus.publish(channel, wire.encode(wire.Msg(wire.OP_RESULT, "", 0, self.me, body)))
+            self.bus.publish(channel, wire.encode(wire.Msg(wire.OP_RESULT, request, 0, self.me,
+                                                           body)))
 
     # -- candidate side ---------------------------------------------------------------------------
     def _on_start(self, msg: wire.Msg) -> None:
@@ -439,7 +451,8 @@ class ErcMigrator(compat.RyuApp):
             rec = core.record()
             rec["started"] = self.started.pop(core.mig, None)
             self._archive(rec, core.mig, dpid)
-            self._reply(self.replies.pop(core.mig, ""), {"ok": True, "error": None, "record": rec})
+            channel, request = self.replies.pop(core.mig, ("", ""))
+            self._reply(channel, request, {"ok": True, "error": None, "record": rec})
             LOG.info("%s: migration %s of %#x %s%s (winner %s, %.1f ms)", self.me, core.mig, dpid,
                      a.outcome, f": {a.reason}" if a.reason else "", rec["winner"],
                      rec["total_ms"] or 0.0)
@@ -541,6 +554,17 @@ class ErcMigrator(compat.RyuApp):
         for d in [d for d, c in self.joining.items() if not c.live]:
             del self.joining[d]
 
+    def activity(self) -> Dict[str, Any]:
+        """Migrations this instance takes part in now, and what it holds for them."""
+        return {
+            "initiating": {f"{d:#x}": {"mig": c.mig, "state": c.state.value,
+                                       "buffered": len(c.buffer)}
+                           for d, c in self.initiating.items() if not c.finished},
+            "candidate": {f"{d:#x}": {"mig": c.mig, "step": c.step.value,
+                                      "buffered": len(c.buffer) + len(c.gap)}
+                          for d, c in self.joining.items() if c.live},
+        }
+
     def _register(self) -> None:
         """Keep this instance's entry in the bus's ctl:instances (with its current load)."""
         while True:
@@ -551,7 +575,7 @@ class ErcMigrator(compat.RyuApp):
             entry = {"id": self.me, "host": compat.cfg.CONF.ofp_listen_host or "127.0.0.1",
                      "of_port": compat.cfg.CONF.ofp_tcp_listen_port,
                      "channel": wire.channel(self.me), "load": load, "pid": os.getpid(),
-                     "ts": time.time(), "migrating": sorted(f"{d:#x}" for d in self.initiating)}
+                     "ts": time.time(), **self.activity()}
             try:
                 self.bus.hset(wire.INSTANCES_KEY, self.me, json.dumps(entry))
             except redis.RedisError as e:
@@ -560,17 +584,21 @@ class ErcMigrator(compat.RyuApp):
 
 
 def _parse_faults(text: str) -> Dict[str, Tuple[str, Any]]:
-    """'drop:STATE_ACK:1,stall:STATUS:0.5' -> {type: (what, arg)} (testing only)."""
+    """Testing only. 'drop:TYPE[:N]' loses the Nth outgoing TYPE, 'stall:TYPE:S' sends every
+    outgoing TYPE S seconds late, 'hold:TYPE:S' handles every incoming TYPE S seconds late.
+    -> {type or 'in:'+type: (what, arg)}"""
     faults: Dict[str, Tuple[str, Any]] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         parts = item.split(":")
-        if len(parts) < 2 or parts[0] not in ("drop", "stall") or parts[1] not in wire.PEER_TYPES:
-            raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: use drop:TYPE[:N] or "
-                             "stall:TYPE:SECONDS with TYPE one of " + ", ".join(wire.PEER_TYPES))
+        if len(parts) < 2 or parts[0] not in ("drop", "stall", "hold") \
+                or parts[1] not in wire.PEER_TYPES:
+            raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: use drop:TYPE[:N], "
+                             "stall:TYPE:SECONDS or hold:TYPE:SECONDS with TYPE one of "
+                             + ", ".join(wire.PEER_TYPES))
         try:
             arg = int(parts[2]) if parts[0] == "drop" and len(parts) > 2 else (
                 1 if parts[0] == "drop" else float(parts[2]))
         except (ValueError, IndexError):
             raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: bad number") from None
-        faults[parts[1]] = (parts[0], arg)
+        faults[("in:" if parts[0] == "hold" else "") + parts[1]] = (parts[0], arg)
     return faults
