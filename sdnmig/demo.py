@@ -1,8 +1,8 @@
 """`sudo make demo`: a scripted tour on a real Mininet network, with a printed summary and a plot.
 
-Now: two controller instances (c1 MASTER of every switch, c2 SLAVE), the Redis-backed learning
-app, a linear network of userspace OVS bridges, pings, and where the state ended up. Later
-capabilities add their own scripted step here. Everything it starts it stops, also on errors.
+First two controller instances (c1 MASTER of every switch, c2 SLAVE), the Redis-backed learning
+app, a linear network of userspace OVS bridges, pings, and where the state ended up; then
+ERC and Meta-Migration (`demo_meta`). Later capabilities add their own scripted step here. Everything it starts it stops, also on errors.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import redis
 
 from ryu_apps.learning.store import macs_key, stats_key
 from sdnmig import lab, ovs
+from sdnmig.demo_meta import meta_tour
 from sdnmig.errors import SdnmigError
 from topologies.testbeds import LinearTopo
 
@@ -143,6 +144,9 @@ def main(argv: Any = None) -> int:
         print("== sdnmig demo: stateful learning switch, one master and one slave per switch ==")
         s = learning_tour(args.out)
         ok = s["pingall_loss_pct"] == 0 and s["ping_duplicates"] == 0
+        print("\n== ERC and Meta-Migration: switches change controller while hosts ping ==")
+        m = meta_tour(args.out)
+        ok = ok and m["ok"]
         print(f"== demo {'passed' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s ==")
         return 0 if ok else 1
     except SdnmigError as e:

@@ -237,8 +237,8 @@ class InitiatorCore:
     t: Dict[str, float] = field(default_factory=dict)
     outcome: str = ""
     reason: str = ""
-    _deadline: float = 0.0
-    _commit_deadline: float = 0.0
+    _deadline: float = float("inf")  # set by start(); a tick before it must not abort
+    _commit_deadline: float = float("inf")
 
     def __post_init__(self) -> None:
         if not self.candidates:
