@@ -61,10 +61,14 @@ class ErcMigrator(compat.RyuApp):
                 raise config.ConfigError("[sdnmig] bus_port is not set: the ERC app needs the "
                                          "deployment's bus (sdnmig controllers start sets it)")
             self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
-            self.bus = connect(self.cfg.bus_host, self.cfg.bus_port, self.cfg.bus_password)
         except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
         self.me = self.cfg.instance_id
+        # Connected lazily: the bus may be reachable only once the network is up (controllers in
+        # namespaces reach it over the management switch); the listener retries until it is.
+        self.bus = redis.Redis(host=self.cfg.bus_host, port=self.cfg.bus_port,
+                               password=self.cfg.bus_password, socket_timeout=5,
+                               socket_connect_timeout=2)
         self.initiating: Dict[int, erc.InitiatorCore] = {}
         self.joining: Dict[int, erc.CandidateCore] = {}
         self.replies: Dict[str, Tuple[str, str]] = {}  # mig -> (reply channel, request id)
@@ -161,8 +165,14 @@ class ErcMigrator(compat.RyuApp):
                 for item in ps.listen():
                     if item.get("type") == "message":
                         self._on_bus(item["data"])
+            except redis.AuthenticationError as e:
+                LOG.error("%s: the bus at %s:%d refused the password (%s): check "
+                          "[sdnmig] bus_password_file", self.me, self.cfg.bus_host,
+                          self.cfg.bus_port, e)
+                compat.hub.sleep(2.0)
             except redis.RedisError as e:
-                LOG.error("%s: bus connection lost (%s); resubscribing", self.me, e)
+                LOG.error("%s: bus %s:%d unreachable (%s); retrying", self.me, self.cfg.bus_host,
+                          self.cfg.bus_port, e)
                 compat.hub.sleep(0.5)
 
     def _on_bus(self, data: bytes) -> None:

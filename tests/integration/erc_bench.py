@@ -89,8 +89,13 @@ class Bench:
         """Every packet-in raised so far was answered once, by the state now at `master`."""
         poll(lambda: self.answered(master) == self.raised(), 10,
              f"{master} to have answered every packet-in")
-        time.sleep(0.3)  # settle: a late double answer would show now
-        assert self.answered(master) == self.raised()
+        # A late double answer would show now. Answered is read before raised, so answered >
+        # raised can only mean a packet-in answered twice (hosts may still raise new ones).
+        for _ in range(6):
+            answered, raised = self.answered(master), self.raised()
+            assert answered <= raised, f"{answered} answers for {raised} packet-ins"
+            time.sleep(0.05)
+        poll(lambda: self.answered(master) == self.raised(), 10, "every packet-in answered")
 
     def assert_released(self, cid: str) -> None:
         """A candidate that lost or rolled back keeps no role, buffer or state."""

@@ -1,0 +1,119 @@
+"""Zeroconf discovery between real controller instances: on loopback, and across namespaces.
+
+Each instance's advertiser mirrors what it sees into `ctl:peers` of the instance's own Redis; these
+tests read that hash, as the ERC app does. Multicast between the namespaces of MetaTopo's
+management network needs no multicast route: zeroconf sends out of the interface it was given.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Dict
+
+import redis
+
+from sdnmig import discovery, instances
+from sdnmig.instances import Instance
+from sdnmig.lab import poll, unique_prefix
+from topologies.testbeds import MetaTopo
+
+DEADLINE_S = 20.0
+
+
+def _peers(inst: Instance) -> Dict[str, dict]:
+    """ctl:peers of the instance (namespaced ones are reached over the management network)."""
+    r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password,
+                    socket_timeout=5)
+    return {k.decode(): json.loads(v) for k, v in r.hgetall(discovery.PEERS_KEY).items()}
+
+
+def _all_see_each_other(insts) -> bool:
+    ids = {i.id for i in insts}
+    return all(set(_peers(inst)) == ids - {inst.id} for inst in insts)
+
+
+def test_three_loopback_instances_find_each_other_and_forget_a_stopped_one(controllers):
+    insts = controllers.start(3, master="none")
+    poll(lambda: _all_see_each_other(insts), DEADLINE_S, "every instance to see the other two")
+    bus = controllers.bus
+    for inst in insts:
+        for peer_id, rec in _peers(inst).items():
+            peer = next(i for i in insts if i.id == peer_id)
+            assert rec["host"] == "127.0.0.1" and rec["of_port"] == peer.of_port, rec
+            assert rec["endpoint"] == f"redis://{bus.host}:{bus.port}/erc:{peer_id}", rec
+            assert 0 <= rec["load"] and rec["ts"] > 0, rec
+    own = redis.Redis(host=insts[0].host, port=insts[0].redis_port,
+                      password=insts[0].redis_password)
+    poll(lambda: own.get(discovery.LOAD_KEY) is not None, DEADLINE_S, "ctl:load of c1")
+
+    instances.stop_instance(insts[2])
+    poll(lambda: _all_see_each_other(insts[:2]), DEADLINE_S, "c3 to leave the others' ctl:peers")
+
+
+def test_a_stopped_controller_is_withdrawn_and_its_restart_advertised(controllers):
+    c1, c2 = controllers.start(2, master="none")
+    poll(lambda: _all_see_each_other([c1, c2]), DEADLINE_S, "c1 and c2 to see each other")
+    instances.stop_controller(c2)  # its Redis and advertiser stay up
+    poll(lambda: not _peers(c1), DEADLINE_S, "c2's advert to be withdrawn")
+    instances.start_controller(c2)
+    poll(lambda: "c2" in _peers(c1), DEADLINE_S, "the restarted c2 to be advertised again")
+
+
+def test_a_busy_controller_advertises_its_load(controllers):
+    """A stand-in for c1's controller (a busy loop whose command line names c1's config, as the
+    real one does) is picked up from instance.json like a restarted controller."""
+    c1, c2 = controllers.start(2, master="none")
+    poll(lambda: "c1" in _peers(c2), DEADLINE_S, "c2 to see c1")
+    real_pid = c1.controller_pid
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass",
+                             str(c1.path / "controller.conf")])
+    try:
+        c1.controller_pid = busy.pid
+        instances.write_instance_file(c1)
+        poll(lambda: _peers(c2).get("c1", {}).get("load", 0) >= 0.3, DEADLINE_S,
+             "c1's load to reach c2")
+    finally:
+        busy.kill()
+        busy.wait()
+        c1.controller_pid = real_pid
+        instances.write_instance_file(c1)
+
+
+def test_the_command_line_browser_lists_the_instances(controllers):
+    insts = controllers.start(2, master="none")
+    scope = f"redis://{controllers.bus.host}:{controllers.bus.port}"
+
+    def found():
+        return sorted(d["id"] for d in discovery.browse(2.0) if d["scope"] == scope)
+
+    poll(lambda: found() == ["c1", "c2"], DEADLINE_S, "browse() to list c1 and c2")
+    out = subprocess.run([sys.executable, "-m", "sdnmig.discovery", "discover", "--timeout", "2"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    for inst in insts:
+        assert f"tcp:127.0.0.1:{inst.of_port}" in out, out
+
+
+def test_instances_in_separate_namespaces_find_each_other(controllers, mininet):
+    topo = MetaTopo(switches=2, controllers=3, namespaces=True, prefix=unique_prefix())
+    started = []
+
+    def start_in_namespaces(net):
+        nodes = topo.controller_nodes()
+        started.extend(controllers.start(
+            3, master="none", hosts=[addr for _, addr in nodes],
+            netns_pids=[net.get(name).pid for name, _ in nodes], bus_host="10.254.0.254"))
+        return started
+
+    net = mininet(topo, [], before_start=start_in_namespaces)
+    poll(lambda: _all_see_each_other(started), DEADLINE_S,
+         "each namespaced instance to see the other two")
+    rec = _peers(started[0])["c2"]
+    assert rec["host"] == "10.254.0.2", rec
+    assert rec["endpoint"] == f"redis://10.254.0.254:{controllers.bus.port}/erc:c2", rec
+    # the root namespace sees them too, on its management address
+    poll(lambda: {d["host"] for d in discovery.browse(2.0, ["10.254.0.254"])} >=
+         {"10.254.0.1", "10.254.0.2", "10.254.0.3"}, DEADLINE_S, "the root namespace to browse them")
+    instances.stop_instance(started[1])
+    poll(lambda: _all_see_each_other([started[0], started[2]]), DEADLINE_S,
+         "c2 to leave the others' ctl:peers")
