@@ -184,6 +184,35 @@ def machine_busy_s() -> float:
     return (sum(parts[:8]) - idle) / _TICK
 
 
+def process_cpu_ns(pid: int) -> Optional[int]:
+    """CPU time (ns) of every live thread of a process: the sum of the first field of each
+    /proc/PID/task/TID/schedstat (the top-level /proc/PID/schedstat counts the main thread only).
+    Threads that already ended are not counted. None if the process is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just ended
+    return total
+
+
+def process_io(pid: int) -> Optional[Dict[str, int]]:
+    """rchar/wchar of a process (all its threads, ended ones included): bytes passed through
+    read()/write()-family system calls. Not a network counter: socket send()/recv() calls (all
+    that Python's socket module makes) do not count here. None if the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/io").read_text().splitlines()
+    except OSError:
+        return None
+    fields = dict(ln.split(": ", 1) for ln in lines if ": " in ln)
+    return {"rchar": int(fields["rchar"]), "wchar": int(fields["wchar"])}
+
+
 class CpuSampler:
     """CPU use of given processes, and of everything else, over a window (start(), then stop()).
 
@@ -219,6 +248,28 @@ class CpuSampler:
         return out
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None (said on stderr) if it is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed", file=sys.stderr)
+        return None
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: Path, title: str) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_samples(path: Path, groups: Mapping[str, Sequence[float]], *, ylabel: str, title: str,
                  reference: Optional[Mapping[str, float]] = None) -> Optional[Path]:
     """One box plot panel: see `plot_panels`."""
@@ -237,12 +288,8 @@ def plot_panels(path: Path, panels: Sequence[Panel], *, ylabel: str, title: str,
     there are); `reference` draws labelled horizontal lines (e.g. a published baseline). Returns
     None if matplotlib is missing, so a run without it still writes its JSON.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot skipped: matplotlib is not installed", file=sys.stderr)
+    plt = _pyplot()
+    if plt is None:
         return None
     panels = [p for p in panels if any(p[1].values())] or list(panels[:1])
     counts = [max(1, sum(1 for xs in p[1].values() if xs)) for p in panels]
@@ -254,13 +301,7 @@ def plot_panels(path: Path, panels: Sequence[Panel], *, ylabel: str, title: str,
         if sub:
             ax.set_title(sub, fontsize=9)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def _box_panel(ax: Any, groups: Mapping[str, Sequence[float]],
@@ -290,3 +331,41 @@ def _box_panel(ax: Any, groups: Mapping[str, Sequence[float]],
 
 def _thousands(value: float, _pos: Any = None) -> str:
     return f"{value:,.0f}"
+
+
+CdfPanel = Tuple[str, Mapping[str, Sequence[float]], str]
+
+#: Percentiles marked on each CDF line, as in the Meta-Migration paper's figures.
+CDF_MARKS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
+
+
+def plot_cdf_panels(path: Path, panels: Sequence[CdfPanel], *, title: str, ncols: int = 3,
+                    marks: Sequence[float] = CDF_MARKS) -> Optional[Path]:
+    """A grid of CDF panels (title, {label: samples}, x label), one line per label, with a
+    marker at each of `marks` percentiles. None if matplotlib is missing (the JSON still counts).
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    panels = [p for p in panels if any(p[1].values())] or list(panels[:1])
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (sub, groups, xlabel) in zip(axes.flat, panels):
+        for label, samples in groups.items():
+            xs = sorted(float(x) for x in samples)
+            if not xs:
+                continue
+            ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            (line,) = ax.step(xs, ys, where="post", linewidth=1.2, label=f"{label} (n={len(xs)})")
+            ax.plot([percentile(xs, m) for m in marks], [m / 100.0 for m in marks], "o",
+                    markersize=3, color=line.get_color())
+        ax.set_title(sub, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("CDF", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    return _save(plt, fig, path, title)
