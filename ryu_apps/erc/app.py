@@ -202,7 +202,8 @@ class ErcMigrator(compat.RyuApp):
         elif msg.type == wire.OP_CANCEL:
             self.work.put(lambda: self._op_cancel(msg))
         elif msg.type == wire.START:
-            self.work.put(lambda: self._on_start(msg))
+            # The candidate core exists from now on, so a ROLLBACK right behind START finds it.
+            self._on_start(msg)
         elif msg.type in (wire.STATUS, wire.REFUSE, wire.STATE_ACK, wire.END_MIGRATION):
             core = self.initiating.get(msg.dpid)
             if core is not None and core.mig == msg.mig:
@@ -348,17 +349,17 @@ class ErcMigrator(compat.RyuApp):
             why = f"{self.me} is already MASTER of {dpid:#x}"
         elif self._core(dpid) is not None:
             why = f"{self.me} is busy with another migration of {dpid:#x}"
-        if why:
-            self._send(dpid, msg.mig, msg.src, wire.REFUSE, {"reason": why})
-            return
-        try:
-            cand, actions = erc.CandidateCore.from_start(now, self.me, msg)
-        except wire.WireError as e:
-            self._send(dpid, msg.mig, msg.src, wire.REFUSE, {"reason": str(e)})
+        if why is None:
+            try:
+                cand, actions = erc.CandidateCore.from_start(now, self.me, msg)
+            except wire.WireError as e:
+                why = str(e)
+        if why is not None:
+            self.work.put(lambda: self._send(dpid, msg.mig, msg.src, wire.REFUSE, {"reason": why}))
             return
         self.joining[dpid] = cand
         LOG.info("%s: candidate for %#x in %s (initiator %s)", self.me, dpid, msg.mig, msg.src)
-        self._exec(dpid, cand, actions)
+        self.work.put(lambda: self._exec(dpid, cand, actions))
 
     # -- carrying out actions (worker greenthread only) ---------------------------------------------
     def _worker(self) -> None:
