@@ -105,10 +105,12 @@ class Bench:
 
     # -- actions -----------------------------------------------------------------------------------
     def ping_load(self, count: int = 300, interval: float = 0.01) -> None:
-        self.h1.sendCmd(f"ping -n -c {count} -i {interval} -W 2 {self.h2.IP()}")
+        self.h1.sendCmd(f"ping -n -c {count} -i {interval} -W 5 {self.h2.IP()}")
 
     def ping_result(self) -> Dict[str, Any]:
+        """The ping load's counts; a loss shows with the late replies' times in the message."""
         out = self.h1.waitOutput()
+        self.last_ping = out
         m = re.search(r"(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?", out)
         assert m, out
         return {"sent": int(m.group(1)), "received": int(m.group(2)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Dict
+from typing import Any, Dict, List, Sequence
 
 import redis
 
@@ -21,16 +21,22 @@ from topologies.testbeds import MetaTopo
 DEADLINE_S = 20.0
 
 
-def _peers(inst: Instance) -> Dict[str, dict]:
-    """ctl:peers of the instance (namespaced ones are reached over the management network)."""
-    r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password,
-                    socket_timeout=5)
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(discovery.PEERS_KEY).items()}
+def _peers(inst: Instance, node: Any = None) -> Dict[str, dict]:
+    """ctl:peers of the instance; a namespaced one is read from inside its namespace (another
+    test's MetaTopo may own the root namespace's route to 10.254.0.0/24 meanwhile)."""
+    if node is None:
+        r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password,
+                        socket_timeout=5)
+        return {k.decode(): json.loads(v) for k, v in r.hgetall(discovery.PEERS_KEY).items()}
+    out = node.cmd(f"redis-cli --raw --no-auth-warning -a {inst.redis_password} -h {inst.host} "
+                   f"-p {inst.redis_port} hgetall {discovery.PEERS_KEY}").splitlines()
+    return {k: json.loads(v) for k, v in zip(out[::2], out[1::2])}
 
 
-def _all_see_each_other(insts) -> bool:
+def _all_see_each_other(insts: List[Instance], nodes: Sequence[Any] = ()) -> bool:
     ids = {i.id for i in insts}
-    return all(set(_peers(inst)) == ids - {inst.id} for inst in insts)
+    return all(set(_peers(inst, nodes[n] if nodes else None)) == ids - {inst.id}
+               for n, inst in enumerate(insts))
 
 
 def test_three_loopback_instances_find_each_other_and_forget_a_stopped_one(controllers):
@@ -106,14 +112,17 @@ def test_instances_in_separate_namespaces_find_each_other(controllers, mininet):
         return started
 
     net = mininet(topo, [], before_start=start_in_namespaces)
-    poll(lambda: _all_see_each_other(started), DEADLINE_S,
+    nodes = [net.get(name) for name, _ in topo.controller_nodes()]
+    poll(lambda: _all_see_each_other(started, nodes), DEADLINE_S,
          "each namespaced instance to see the other two")
-    rec = _peers(started[0])["c2"]
+    rec = _peers(started[0], nodes[0])["c2"]
     assert rec["host"] == "10.254.0.2", rec
     assert rec["endpoint"] == f"redis://10.254.0.254:{controllers.bus.port}/erc:c2", rec
-    # the root namespace sees them too, on its management address
-    poll(lambda: {d["host"] for d in discovery.browse(2.0, ["10.254.0.254"])} >=
-         {"10.254.0.1", "10.254.0.2", "10.254.0.3"}, DEADLINE_S, "the root namespace to browse them")
+    # the command-line browser, run in c3's namespace on its management address
+    out = nodes[2].cmd(f"{sys.executable} -m sdnmig.discovery discover --timeout 2 "
+                       f"--interface 10.254.0.3")
+    for inst in started:
+        assert f"tcp:{inst.host}:{inst.of_port}" in out, out
     instances.stop_instance(started[1])
-    poll(lambda: _all_see_each_other([started[0], started[2]]), DEADLINE_S,
+    poll(lambda: _all_see_each_other([started[0], started[2]], [nodes[0], nodes[2]]), DEADLINE_S,
          "c2 to leave the others' ctl:peers")
