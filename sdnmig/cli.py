@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="also bridges not connected to these instances")
     s.set_defaults(func=cmd_status)
     _add_bus_commands(sub)
+    from sdnmig import discovery  # zeroconf is imported only when the parser is built
+
+    discovery.add_command(sub)
     return p
 
 

@@ -4,10 +4,16 @@ Each instance lives in `<state_dir>/<id>/` (config file, Redis password, logs) a
 `<state_dir>/instances.json` with the PIDs it started, so `stop` ends exactly those processes (it
 checks each PID's command line first, so a recycled PID is never signalled). Starting several
 instances is all-or-nothing: if one fails, the ones already started are stopped again.
+
+Each instance also runs a zeroconf advertiser (`sdnmig.discovery`, a separate process because the
+platform's eventlet patching breaks zeroconf's asyncio thread), which follows `<id>/instance.json`.
+The instances of one state dir share one more Redis, the bus (`<state_dir>/bus/`, recorded in
+`<state_dir>/bus.json`), for their inter-controller messages; it stops with the last instance.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import importlib.util
 import json
 import os
@@ -18,17 +24,23 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
 
 from ryu_apps import APPS
 from sdnmig.errors import SdnmigError
+
+if TYPE_CHECKING:
+    import redis
 
 REPO = Path(__file__).resolve().parent.parent
 RYU_VENV = REPO / ".venv-ryu"
 PLATFORMS = ("os_ken", "ryu")
 READY_TIMEOUT_S = 20.0
+BUS_PORT_START = 26379
+RESERVED_IDS = ("bus",)  # `<state_dir>/bus/` is the bus's directory
 
 
 def resolve_apps(names: Sequence[str]) -> List[str]:
@@ -81,12 +93,13 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_ports(count: int, start: int, taken: Sequence[int] = ()) -> List[int]:
+def free_ports(count: int, start: int, taken: Sequence[int] = (),
+               host: str = "127.0.0.1") -> List[int]:
     ports, port = [], start
     while len(ports) < count:
         if port > 65535:
             raise SdnmigError(f"no {count} free TCP ports from {start} on")
-        if port not in taken and port_free(port):
+        if port not in taken and port_free(port, host):
             ports.append(port)
         port += 1
     return ports
@@ -106,6 +119,16 @@ class Instance:
     controller_pid: Optional[int] = None
     redis_pid: Optional[int] = None
     extra_conf: Dict[str, str] = field(default_factory=dict)
+    bus_host: str = ""
+    bus_port: int = 0  # 0: no bus
+    bus_password_file: str = ""
+    advertiser_pid: Optional[int] = None
+    discovery: bool = True  # run the zeroconf advertiser
+
+    @property
+    def instance_file(self) -> Path:
+        """The instance as JSON, for its advertiser (rewritten when the controller restarts)."""
+        return self.path / "instance.json"
 
     @property
     def path(self) -> Path:
@@ -216,76 +239,110 @@ def write_conf(inst: Instance) -> Path:
              f"redis_port = {inst.redis_port}",
              f"redis_password_file = {inst.path / 'redis.password'}",
              f"master_of = {inst.master_of}"]
+    if inst.bus_port:
+        lines += [f"bus_host = {inst.bus_host}", f"bus_port = {inst.bus_port}",
+                  f"bus_password_file = {inst.bus_password_file}"]
     lines += [f"{k} = {v}" for k, v in inst.extra_conf.items()]
     conf.write_text("\n".join(lines) + "\n")
     return conf
 
 
-def start_redis(inst: Instance) -> None:
-    if not shutil.which("redis-server"):
-        raise SdnmigError("redis-server not found: run 'sudo make install'")
-    pw = inst.path / "redis.password"
-    if not pw.exists():
-        pw.touch(mode=0o600)
-        pw.write_text(secrets.token_hex(16))
-    # Append-only file with fsync every second: the controller's acknowledged state survives the
-    # controller crashing; Redis itself is not expected to crash under a test.
-    conf = inst.path / "redis.conf"
+def _secret(path: Path) -> str:
+    """The random password kept in `path` (created 0600 on first use)."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+def redis_conf(path: Path, *, host: str, port: int, password: str, persistent: bool) -> Path:
+    """Write `path/redis.conf`. A persistent Redis (an instance's) keeps an append-only file with
+    fsync every second, so the controller's acknowledged state survives the controller crashing
+    (Redis itself is not expected to crash under a test); the bus keeps nothing on disk."""
+    conf = path / "redis.conf"
+    durability = ["appendonly yes", "appendfsync everysec"] if persistent else ["appendonly no"]
     conf.write_text("\n".join([
-        f"port {inst.redis_port}", f"bind {inst.host}", "protected-mode yes",
-        f"requirepass {inst.redis_password}", f"dir {inst.path}", "save ''",
-        "appendonly yes", "appendfsync everysec", f"logfile {inst.path / 'redis.log'}",
-        "daemonize no",
+        f"port {port}", f"bind {host}", "protected-mode yes", f"requirepass {password}",
+        f"dir {path}", "save ''", *durability, f"logfile {path / 'redis.log'}", "daemonize no",
         # keep the config path in the process title: `stop` checks it before signalling a PID
         'proc-title-template "{title} {listen-addr} {config-file}"', ""]))
     conf.chmod(0o600)
-    proc = subprocess.Popen(_prefix(inst) + ["redis-server", str(conf)], start_new_session=True,
+    return conf
+
+
+def _run_redis(conf: Path, prefix: List[str], what: str, ping) -> int:
+    """Start redis-server on `conf`, wait until `ping()` answers; return its PID."""
+    if not shutil.which("redis-server"):
+        raise SdnmigError("redis-server not found: run 'sudo make install'")
+    proc = subprocess.Popen(prefix + ["redis-server", str(conf)], start_new_session=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    inst.redis_pid = proc.pid
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise SdnmigError(f"{inst.id}: Redis exited at start: {_tail(inst.path / 'redis.log')}")
+            raise SdnmigError(f"{what}: Redis exited at start: "
+                              f"{_tail(conf.parent / 'redis.log')}")
         try:
-            return redis_ping(inst)
+            return ping()
         except OSError:
             return False
 
-    if not _wait(ready, READY_TIMEOUT_S):
-        raise SdnmigError(f"{inst.id}: Redis on port {inst.redis_port} not ready after "
-                          f"{READY_TIMEOUT_S:.0f} s")
+    try:
+        if not _wait(ready, READY_TIMEOUT_S):
+            raise SdnmigError(f"{what}: Redis ({conf}) not ready after {READY_TIMEOUT_S:.0f} s")
+    except BaseException:
+        _signal_and_wait(proc.pid, str(conf))
+        raise
+    return proc.pid
 
 
-def redis_ping(inst: Instance) -> bool:
-    if inst.netns_pid:
-        out = subprocess.run(_prefix(inst) + ["redis-cli", "-h", inst.host, "-p",
-                                               str(inst.redis_port), "--no-auth-warning", "-a",
-                                               inst.redis_password, "ping"],
+def start_redis(inst: Instance) -> None:
+    conf = redis_conf(inst.path, host=inst.host, port=inst.redis_port,
+                      password=_secret(inst.path / "redis.password"), persistent=True)
+    inst.redis_pid = _run_redis(conf, _prefix(inst), inst.id, lambda: redis_ping(inst))
+
+
+def _ping(host: str, port: int, password: str, prefix: List[str]) -> bool:
+    if prefix:
+        out = subprocess.run(prefix + ["redis-cli", "-h", host, "-p", str(port),
+                                       "--no-auth-warning", "-a", password, "ping"],
                              capture_output=True, text=True, timeout=5)
         return out.stdout.strip() == "PONG"
     import redis  # only the instance manager needs it outside the apps
 
     try:
-        return bool(redis.Redis(host=inst.host, port=inst.redis_port,
-                                password=inst.redis_password, socket_timeout=1).ping())
+        return bool(redis.Redis(host=host, port=port, password=password,
+                                socket_timeout=1).ping())
     except redis.RedisError:
         return False
 
 
+def redis_ping(inst: Instance) -> bool:
+    return _ping(inst.host, inst.redis_port, inst.redis_password, _prefix(inst))
+
+
+def _spawn(cmd: List[str], log_path: Path, **env: str) -> subprocess.Popen:
+    """A process in its own session, logging to `log_path`, that can import this repository."""
+    full_env = dict(os.environ, PYTHONWARNINGS="ignore",
+                    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=str(REPO))
+
+
+def write_instance_file(inst: Instance) -> None:
+    tmp = inst.instance_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(inst), indent=2))
+    tmp.replace(inst.instance_file)
+
+
 def start_controller(inst: Instance) -> None:
     conf = write_conf(inst)
-    env = dict(os.environ, SDNMIG_PLATFORM=inst.platform, PYTHONWARNINGS="ignore",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = _prefix(inst) + manager_command(inst.platform) + [
         "--config-file", str(conf), "--ofp-listen-host", inst.host,
         "--ofp-tcp-listen-port", str(inst.of_port)] + inst.apps
-    log = open(inst.controller_log, "ab")
-    try:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
-    finally:
-        log.close()
+    proc = _spawn(cmd, inst.controller_log, SDNMIG_PLATFORM=inst.platform)
     inst.controller_pid = proc.pid
 
     def ready() -> bool:
@@ -296,6 +353,18 @@ def start_controller(inst: Instance) -> None:
     if not _wait(ready, READY_TIMEOUT_S, 0.1):
         raise SdnmigError(f"{inst.id}: controller not listening on {inst.of_port} after "
                           f"{READY_TIMEOUT_S:.0f} s (log: {inst.controller_log})")
+    write_instance_file(inst)  # a running advertiser follows the new controller PID
+
+
+def start_advertiser(inst: Instance) -> None:
+    """The instance's zeroconf advertiser, in the instance's namespace (see sdnmig.discovery)."""
+    cmd = _prefix(inst) + [sys.executable, "-m", "sdnmig.discovery", "advertise",
+                           "--instance-json", str(inst.instance_file)]
+    inst.advertiser_pid = _spawn(cmd, inst.path / "advertiser.log").pid
+
+
+def stop_advertiser(inst: Instance) -> None:
+    _signal_and_wait(inst.advertiser_pid, str(inst.instance_file))
 
 
 def listening(inst: Instance) -> bool:
@@ -314,17 +383,21 @@ def stop_controller(inst: Instance) -> None:
 
 
 def stop_instance(inst: Instance) -> None:
-    """Stop the controller first (so it stops writing), then its Redis."""
+    """The advertiser first (its goodbye withdraws the instance), then the controller (so it
+    stops writing), then its Redis."""
+    stop_advertiser(inst)
     stop_controller(inst)
     _signal_and_wait(inst.redis_pid, str(inst.path / "redis.conf"))
 
 
 def start_instance(inst: Instance) -> None:
-    """Redis, then the controller; on any failure, stop what was started and re-raise."""
+    """Redis, the controller, its advertiser; on any failure, stop what was started and re-raise."""
     inst.path.mkdir(parents=True, exist_ok=True)
     try:
         start_redis(inst)
         start_controller(inst)
+        if inst.discovery:
+            start_advertiser(inst)
     except BaseException:
         stop_instance(inst)
         raise
@@ -343,6 +416,9 @@ def plan(count: int, apps: Sequence[str], state_dir: Path, *, of_port: int = 665
     ids = list(ids) if ids else [f"c{i}" for i in range(1, count + 1)]
     if len(ids) != count or len(set(ids)) != count:
         raise SdnmigError("instance ids must be unique, one per instance")
+    reserved = [i for i in ids if i in RESERVED_IDS]
+    if reserved:
+        raise SdnmigError(f"instance id {reserved[0]!r} is reserved: choose another")
     namespaced = bool(netns_pids and any(netns_pids))
     if namespaced:
         of_ports, redis_ports = [of_port] * count, [redis_port] * count
@@ -396,14 +472,110 @@ def _master_split(ids: Sequence[str], master: str) -> Dict[str, str]:
     return split
 
 
-def start_all(instances: List[Instance], registry: Optional[Registry] = None) -> None:
-    """Start every instance or none: a failure stops the ones already started."""
+@dataclass
+class Bus:
+    """The deployment's shared Redis (inter-controller pub/sub), one per state dir."""
+
+    host: str
+    port: int
+    pid: int
+    dir: str
+
+    @property
+    def password_file(self) -> Path:
+        return Path(self.dir) / "bus.password"
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    @property
+    def conf(self) -> Path:
+        return Path(self.dir) / "redis.conf"
+
+    def client(self) -> redis.Redis:
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, password=self.password,
+                           socket_timeout=5)
+
+
+def _bus_record(state_dir: Path) -> Path:
+    return Path(state_dir) / "bus.json"
+
+
+def _read_bus(state_dir: Path) -> Optional[Bus]:
+    try:
+        return Bus(**json.loads(_bus_record(state_dir).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None  # no record, or one this code cannot have written: no usable bus
+
+
+def load_bus(state_dir: Path) -> Optional[Bus]:
+    """The state dir's running bus, or None."""
+    bus = _read_bus(state_dir)
+    return bus if bus and alive(bus.pid, str(bus.conf)) else None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise two `start`s on one state dir, so they share one bus instead of racing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_bus(state_dir: Path, host: str = "127.0.0.1", port_start: int = BUS_PORT_START,
+               netns_pid: Optional[int] = None, *, taken: Sequence[int] = ()) -> Bus:
+    """The state dir's bus: the running one, else a new one on a free port (not in `taken`).
+
+    `netns_pid` runs it in that process's network namespace (there `port_start` is used as is).
+    """
+    state_dir = Path(state_dir)
+    with _locked(state_dir / "bus.lock"):
+        running = load_bus(state_dir)
+        if running:
+            return running
+        path = state_dir / "bus"
+        path.mkdir(parents=True, exist_ok=True)
+        password = _secret(path / "bus.password")
+        port = port_start if netns_pid else free_ports(1, port_start, taken, host)[0]
+        prefix = ["mnexec", "-a", str(netns_pid)] if netns_pid else []
+        conf = redis_conf(path, host=host, port=port, password=password, persistent=False)
+        pid = _run_redis(conf, prefix, "bus", lambda: _ping(host, port, password, prefix))
+        bus = Bus(host=host, port=port, pid=pid, dir=str(path))
+        tmp = _bus_record(state_dir).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(bus), indent=2))
+        tmp.replace(_bus_record(state_dir))
+        return bus
+
+
+def stop_bus(state_dir: Path) -> None:
+    """Stop the state dir's bus (if its recorded PID is still the bus) and forget it."""
+    bus = _read_bus(state_dir)
+    if bus:
+        _signal_and_wait(bus.pid, str(bus.conf))
+    _bus_record(state_dir).unlink(missing_ok=True)
+
+
+def use_bus(inst: Instance, bus: Bus) -> None:
+    inst.bus_host, inst.bus_port, inst.bus_password_file = bus.host, bus.port, str(bus.password_file)
+
+
+def start_all(instances: List[Instance], registry: Optional[Registry] = None,
+              bus: Optional[Bus] = None) -> None:
+    """Start every instance or none: a failure stops the ones already started (and the
+    registry's bus, when no instance is left to use it)."""
     started: List[Instance] = []
     known = registry.load() if registry else {}
     clash = [i.id for i in instances if i.id in known]
     if clash:
         raise SdnmigError(f"instance(s) {', '.join(clash)} already exist in "
                           f"{registry.state_dir}: stop them first or choose other ids")
+    if bus:
+        for inst in instances:
+            use_bus(inst, bus)
     try:
         for inst in instances:
             start_instance(inst)
@@ -417,10 +589,13 @@ def start_all(instances: List[Instance], registry: Optional[Registry] = None) ->
             known.pop(inst.id, None)
         if registry:
             registry.save(known)
+            if not known:
+                stop_bus(registry.state_dir)
         raise
 
 
 def stop_all(registry: Registry, ids: Optional[Sequence[str]] = None) -> List[str]:
+    """Stop the given instances (all by default), then the bus if none is left."""
     known = registry.load()
     wanted = list(known) if not ids else list(ids)
     unknown = [i for i in wanted if i not in known]
@@ -430,6 +605,8 @@ def stop_all(registry: Registry, ids: Optional[Sequence[str]] = None) -> List[st
     for i in wanted:
         stop_instance(known.pop(i))
         registry.save(known)
+    if not known:
+        stop_bus(registry.state_dir)
     return wanted
 
 

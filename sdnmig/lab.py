@@ -45,32 +45,48 @@ def poll(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0
 
 
 def log_problems(inst: Instance) -> List[str]:
-    try:
-        text = inst.controller_log.read_text(errors="replace")
-    except OSError:
-        return []
-    return [ln for ln in text.splitlines() if BAD_LOG.search(ln)]
+    """Lines of the controller's and the advertiser's logs that show a swallowed exception."""
+    problems = []
+    for log in (inst.controller_log, inst.path / "advertiser.log"):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        problems += [ln for ln in text.splitlines() if BAD_LOG.search(ln)]
+    return problems
 
 
 class Controllers:
-    """Controller instances started by one user (a test, the demo); `close()` stops them all and
-    returns the log lines that show a swallowed exception."""
+    """Controller instances started by one user (a test, the demo), sharing one bus; `close()`
+    stops them all, then the bus, and returns the log lines that show a swallowed exception."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.started: List[Instance] = []
+        self.bus: Optional[instances.Bus] = None
 
     def start(self, count: int = 1, apps: Sequence[str] = ("learning",), *,
               master: str = "first", platform: str = "os_ken", ids: Optional[List[str]] = None,
               hosts: Optional[List[str]] = None, netns_pids: Optional[List[int]] = None,
-              extra_conf: Optional[Dict[str, str]] = None) -> List[Instance]:
+              extra_conf: Optional[Dict[str, str]] = None, bus_host: str = "127.0.0.1",
+              discovery: bool = True) -> List[Instance]:
+        """Start `count` instances. The first call starts the bus on `bus_host`: an address the
+        instances reach (namespaced ones: the root namespace's, e.g. MetaTopo's 10.254.0.254)."""
+        taken = [p for i in self.started for p in (i.of_port, i.redis_port)]
+        taken += [self.bus.port] if self.bus else []
         insts = instances.plan(count, list(apps), self.state_dir, of_port=20000 + os.getpid() % 20000,
                                redis_port=40000 + os.getpid() % 20000, master=master,
                                platform=platform, ids=ids, hosts=hosts, netns_pids=netns_pids,
-                               taken=[p for i in self.started for p in (i.of_port, i.redis_port)])
+                               taken=taken)
         for inst in insts:
             inst.extra_conf.update(extra_conf or {})
-        instances.start_all(insts)
+            inst.discovery = discovery
+        if self.bus is None:
+            self.bus = instances.ensure_bus(
+                self.state_dir, host=bus_host,
+                port_start=instances.BUS_PORT_START + os.getpid() % 5000,
+                taken=taken + [p for i in insts for p in (i.of_port, i.redis_port)])
+        instances.start_all(insts, bus=self.bus)
         self.started += insts
         return insts
 
@@ -80,6 +96,8 @@ class Controllers:
         for inst in reversed(self.started):
             instances.stop_instance(inst)
             problems += [f"{inst.id}: {ln}" for ln in log_problems(inst)]
+        if self.bus:
+            instances.stop_bus(self.state_dir)
         return problems
 
     def dump_logs(self, lines: int = 40) -> str:
@@ -116,7 +134,9 @@ def build_net(topo: Any, controllers: Iterable[Instance],
     net.build()
     controllers = list(controllers) + list((before_start(net) if before_start else None) or [])
     for n, inst in enumerate(controllers):
-        net.addController(f"{topo.prefix}c{n}", controller=StartedController, ip=inst.host,
+        # not `c<n>`: MetaTopo's controller hosts are c1..cN, and a node of the same name would
+        # take the host's place in net.get()
+        net.addController(f"{topo.prefix}ctl{n}", controller=StartedController, ip=inst.host,
                           port=inst.of_port)
     net.start()
     return net
@@ -182,7 +202,7 @@ def roles_now(bridges: Iterable[str]) -> Dict[str, Dict[str, str]]:
 def dump_flows(net: Mininet) -> str:
     out = []
     for sw in net.switches:
-        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", sw.name],
+        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13,OpenFlow14,OpenFlow15", "dump-flows", sw.name],
                              capture_output=True, text=True)
         out.append(f"--- {sw.name} ---\n{res.stdout}{res.stderr}")
     return "\n".join(out)

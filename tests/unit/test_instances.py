@@ -5,8 +5,10 @@ Nothing here starts a process or opens a socket: port probing is replaced by a f
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
-from typing import Set
+from typing import Iterator, Set
 
 import pytest
 from hypothesis import given
@@ -275,3 +277,147 @@ def test_registry_file_is_plain_json_keyed_by_id(tmp_path: Path) -> None:
     raw = json.loads(reg.file.read_text())
     assert sorted(raw) == ["c1", "c2"] and raw["c2"]["netns_pid"] == 99
 
+
+
+def test_registry_written_before_the_bus_existed_still_loads(tmp_path: Path) -> None:
+    """Old records lack the bus and advertiser fields: they load with the defaults."""
+    old = {"c1": {"id": "c1", "of_port": 6653, "redis_port": 16379, "apps": [APPS["learning"]],
+                  "master_of": "*", "platform": "os_ken", "host": "127.0.0.1", "netns_pid": None,
+                  "dir": "/tmp/x/c1", "controller_pid": 12, "redis_pid": 13, "extra_conf": {}}}
+    reg = Registry(tmp_path)
+    reg.file.write_text(json.dumps(old))
+    inst = reg.load()["c1"]
+    assert (inst.bus_host, inst.bus_port, inst.bus_password_file) == ("", 0, "")
+    assert inst.advertiser_pid is None and inst.discovery is True
+
+
+# -- the bus: configuration -----------------------------------------------------------------------
+
+def _one(tmp_path: Path, **kw: object) -> Instance:
+    inst = Instance(id="c1", of_port=6653, redis_port=16379, apps=[APPS["learning"]],
+                    master_of="*", dir=str(tmp_path / "c1"), **kw)
+    inst.path.mkdir(parents=True, exist_ok=True)
+    return inst
+
+
+def _conf(inst: Instance) -> dict:
+    lines = instances.write_conf(inst).read_text().splitlines()
+    assert lines[:2] == ["[DEFAULT]", "[sdnmig]"]
+    return dict(ln.split(" = ", 1) for ln in lines[2:])
+
+
+def test_conf_names_the_bus_when_there_is_one(tmp_path: Path) -> None:
+    bus = instances.Bus(host="10.254.0.254", port=26400, pid=1, dir=str(tmp_path / "bus"))
+    inst = _one(tmp_path)
+    instances.use_bus(inst, bus)
+    conf = _conf(inst)
+    assert conf["bus_host"] == "10.254.0.254" and conf["bus_port"] == "26400"
+    assert conf["bus_password_file"] == str(tmp_path / "bus" / "bus.password")
+
+
+def test_conf_without_a_bus_has_no_bus_lines(tmp_path: Path) -> None:
+    assert not any(k.startswith("bus_") for k in _conf(_one(tmp_path)))
+
+
+def test_extra_conf_still_overrides_the_bus(tmp_path: Path) -> None:
+    """extra_conf comes last, so a test can point one instance at another bus."""
+    inst = _one(tmp_path, bus_host="127.0.0.1", bus_port=26400, extra_conf={"bus_port": "1"})
+    assert instances.write_conf(inst).read_text().splitlines()[-1] == "bus_port = 1"
+
+
+def test_the_bus_directory_name_is_not_an_instance_id(planner: Set[int], tmp_path: Path) -> None:
+    with pytest.raises(SdnmigError, match="'bus' is reserved"):
+        instances.plan(2, ["learning"], tmp_path, ids=["c1", "bus"])
+
+
+def test_bus_password_is_read_from_its_file(tmp_path: Path) -> None:
+    bus = instances.Bus(host="127.0.0.1", port=1, pid=1, dir=str(tmp_path))
+    (tmp_path / "bus.password").write_text("s3cret\n")
+    assert bus.password_file == tmp_path / "bus.password" and bus.password == "s3cret"
+
+
+@pytest.mark.parametrize("record", [None, "{not json", '{"host": "127.0.0.1"}',
+                                    '{"host": "127.0.0.1", "port": 1, "pid": 1, "dir": "/x"}'])
+def test_no_running_bus_is_none(tmp_path: Path, record: object) -> None:
+    """No record, a damaged one, or one whose PID is not that bus's redis-server (PID 1)."""
+    if record is not None:
+        (tmp_path / "bus.json").write_text(str(record))
+    assert instances.load_bus(tmp_path) is None
+
+
+def test_start_all_hands_every_instance_the_bus(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    monkeypatch.setattr(instances, "start_instance", started.append)
+    bus = instances.Bus(host="127.0.0.1", port=26400, pid=1, dir=str(tmp_path / "bus"))
+    insts = [_one(tmp_path), _one(tmp_path)]
+    instances.start_all(insts, bus=bus)
+    assert started == insts
+    assert all((i.bus_host, i.bus_port) == ("127.0.0.1", 26400) for i in insts)
+    assert all(i.bus_password_file == str(bus.password_file) for i in insts)
+
+
+@pytest.fixture
+def fake_stops(monkeypatch: pytest.MonkeyPatch) -> list:
+    calls: list = []
+    monkeypatch.setattr(instances, "stop_instance", lambda inst: calls.append(inst.id))
+    monkeypatch.setattr(instances, "stop_bus", lambda state_dir: calls.append("bus"))
+    return calls
+
+
+def test_stop_all_stops_the_bus_with_the_last_instance(tmp_path: Path, fake_stops: list) -> None:
+    reg = Registry(tmp_path)
+    reg.save(_instances())
+    instances.stop_all(reg, ["c2"])
+    assert fake_stops == ["c2"], "c1 still uses the bus"
+    instances.stop_all(reg)
+    assert fake_stops == ["c2", "c1", "bus"]
+
+
+def test_a_failed_start_stops_the_bus_if_no_instance_is_left(
+        tmp_path: Path, fake_stops: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(inst: Instance) -> None:
+        if inst.id == "c2":
+            raise SdnmigError("c2 broke")
+
+    monkeypatch.setattr(instances, "start_instance", fail)
+    bus = instances.Bus(host="127.0.0.1", port=26400, pid=1, dir=str(tmp_path / "bus"))
+    insts = [_one(tmp_path), _one(tmp_path)]
+    insts[1].id = "c2"
+    with pytest.raises(SdnmigError, match="c2 broke"):
+        instances.start_all(insts, Registry(tmp_path), bus)
+    assert fake_stops == ["c1", "bus"]
+
+
+# -- the bus: a real redis-server (no root needed) ------------------------------------------------
+
+@pytest.fixture
+def bus_dir(tmp_path: Path) -> Iterator[Path]:
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    yield tmp_path
+    instances.stop_bus(tmp_path)
+
+
+def test_ensure_bus_starts_one_bus_and_then_returns_it(bus_dir: Path) -> None:
+    start = 26379 + os.getpid() % 5000
+    bus = instances.ensure_bus(bus_dir, port_start=start)
+    assert bus.port >= start and bus.client().ping()
+    assert instances.ensure_bus(bus_dir, port_start=start) == bus
+    assert instances.load_bus(bus_dir) == bus
+    assert json.loads((bus_dir / "bus.json").read_text()) == {
+        "host": "127.0.0.1", "port": bus.port, "pid": bus.pid, "dir": str(bus_dir / "bus")}
+    assert (bus.password_file.stat().st_mode & 0o777) == 0o600
+    assert bus.client().config_get("appendonly") == {"appendonly": "no"}
+    assert bus.client().config_get("save") == {"save": ""}
+    instances.stop_bus(bus_dir)
+    assert instances.load_bus(bus_dir) is None and not (bus_dir / "bus.json").exists()
+    assert not instances.alive(bus.pid, str(bus.conf))
+
+
+def test_the_bus_refuses_a_wrong_password(bus_dir: Path) -> None:
+    import redis
+
+    bus = instances.ensure_bus(bus_dir, port_start=26379 + os.getpid() % 5000)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=bus.host, port=bus.port, password="wrong", socket_timeout=5).ping()
