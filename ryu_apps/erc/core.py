@@ -37,7 +37,8 @@ Initiator, migration:
 | state     | event                                   | action                                        | next      |
 |-----------|-----------------------------------------|-----------------------------------------------|-----------|
 | RUNNING   | commit point reached by cand w          | claim(w), ROLLBACK every other live cand      | RUNNING*  |
-| RUNNING*  | winner ACKED                            | standby async, COMMIT(gen+1)                  | COMMITTED |
+| RUNNING   | start                                   | standby async (before any marker), START      | RUNNING   |
+| RUNNING*  | winner ACKED                            | COMMIT(gen+1)                                 | COMMITTED |
 | RUNNING   | every cand FAILED / deadline / cancel   | ROLLBACK all, release buffer                  | ABORTED   |
 | COMMITTED | ROLE_STATUS(SLAVE)                      | ask EQUAL (standby)                           | SWITCHED  |
 | COMMITTED | winner gone / no ROLE_STATUS in time    | MASTER gen+2 (fences the winner's gen+1)      | RETAKING  |
@@ -45,6 +46,7 @@ Initiator, migration:
 | SWITCHED  | winner gone                             | MASTER (fenced, gen+1)                        | RETAKING  |
 | SWITCHED  | no END in time (winner alive, master)   | as END (recorded)                             | DONE      |
 | RETAKING  | role MASTER confirmed                   | release buffer, async back                    | RETAKEN   |
+| RETAKING  | winner gone (again)                     | nothing                                       | RETAKING  |
 | any       | message from a loser / unknown peer     | ignore                                        | same      |
 (RUNNING* is RUNNING with a winner chosen.)
 
@@ -262,7 +264,9 @@ class InitiatorCore:
         self._deadline = now + self.timeout
         body = {"commit": self.commit, "transfer": self.transfer, "deadline_s": self.candidate_timeout,
                 "initiator": self.me, "candidates": self.candidates}
-        out: List[Action] = []
+        # Standby first: the switch applies it before the marker that follows on the same
+        # connection, and COMMIT needs that marker, so it is in force before we can be demoted.
+        out: List[Action] = [Standby(True)]
         for c in self.cands.values():
             c.t["start"] = now
             out.append(Send(c.id, wire.START, dict(body, index=c.index, tag=self.tag_base + c.index)))
@@ -353,8 +357,10 @@ class InitiatorCore:
         c = self.cands.get(who)
         if c is None or self.state in FINAL:
             return []
-        if who == self.winner and self.state in (Mig.COMMITTED, Mig.SWITCHED):
-            return self._retake(now, f"winner {who} vanished")
+        if who == self.winner and self.state is not Mig.RUNNING:
+            if self.state in (Mig.COMMITTED, Mig.SWITCHED):
+                return self._retake(now, f"winner {who} vanished")
+            return []  # already retaking
         if c.state in (Cand.FAILED, Cand.LOSER):
             return []
         return self._fail(now, c, "vanished")
@@ -444,7 +450,7 @@ class InitiatorCore:
         self.t["commit"] = now
         self._commit_deadline = now + COMMIT_TIMEOUT_S
         self.commit_gen = (self.generation_id + 1) & GEN_MASK
-        return [Standby(True), Send(w.id, wire.COMMIT, {"gen": self.commit_gen})]
+        return [Send(w.id, wire.COMMIT, {"gen": self.commit_gen})]
 
     def _on_end(self, now: float, c: CandTrack) -> List[Action]:
         if c.id != self.winner or self.state not in (Mig.COMMITTED, Mig.SWITCHED):
@@ -476,7 +482,8 @@ class InitiatorCore:
             if c.state not in (Cand.FAILED, Cand.LOSER):
                 c.state, c.result = Cand.FAILED, c.result or reason
                 out.append(Send(c.id, wire.ROLLBACK, {"reason": reason}))
-        return self._finish(now, Mig.ABORTED, outcome, reason, out + self._release())
+        return self._finish(now, Mig.ABORTED, outcome, reason,
+                            out + self._release() + [Standby(False)])
 
     def _retake(self, now: float, reason: str) -> List[Action]:
         """Become MASTER again with a generation_id above the one the winner was given."""
