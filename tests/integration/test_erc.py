@@ -90,7 +90,9 @@ def test_migrate_there_and_back_again(controllers, mininet):
 @pytest.mark.parametrize("phase,fault", [("phase1", "stall:STATUS:4"),
                                          ("phase2", "stall:STATE_ACK:4")])
 def test_candidate_crash_meta_finishes_elsewhere(controllers, mininet, phase, fault):
-    b = Bench(controllers, mininet, n=3, conf={"c2": {"fault": fault}})
+    # c3 handles its STATE late, so c2 surely reaches its stall before c3 could win.
+    b = Bench(controllers, mininet, n=3, conf={"c2": {"fault": fault},
+                                               "c3": {"fault": "hold:STATE:1.5"}})
     b.ping_load()
     res = b.migrate_async(to=["c2", "c3"], commit="phase2")
     b.wait_log("c2", "fault injection: stalling")
