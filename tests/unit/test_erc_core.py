@@ -471,13 +471,8 @@ def test_end_from_the_winner_while_running_or_from_a_stranger_is_ignored() -> No
 
 def test_winner_gone_again_while_retaking_changes_nothing() -> None:
     """The retake has begun (here: no ROLE_STATUS in time); then the winner is reported gone.
-
-    BUG: `peer_gone` only recognises the winner in COMMITTED/SWITCHED; in RETAKING it falls
-    through to `_fail`, which sends a ROLLBACK to the dead peer, aborts, and releases the buffer
-    before the switch confirmed MASTER; `role_confirmed(MASTER)` then finds ABORTED and does
-    nothing, so Standby(False) is never emitted and a refused retake is never retried.
-    Fix: in `peer_gone` (and for REFUSE in `on_peer`) ignore the winner once RETAKING.
-    """
+    (Was a bug: `_fail` aborted, released the buffer before MASTER was confirmed, and left the
+    standby on.)"""
     core = committed()
     core.packet_in(0.6, pkt(1))
     core.tick(core.t["commit"] + COMMIT_TIMEOUT_S)
@@ -485,6 +480,20 @@ def test_winner_gone_again_while_retaking_changes_nothing() -> None:
     assert core.state is Mig.RETAKING
     out = core.role_confirmed(3.1, Role.MASTER, GEN + 2)
     assert out[:2] == [Standby(False), Release((pkt(1),))]
+
+
+@pytest.mark.xfail(strict=True, reason="a REFUSE from the winner while RETAKING retakes again")
+def test_winner_refusing_while_retaking_changes_nothing() -> None:
+    """The winner's deadline passed (its COMMIT was lost) after the COMMIT timeout started the
+    retake. BUG: `on_peer` sends any REFUSE from the winner after RUNNING to `_retake`, which asks
+    for MASTER a second time and overwrites the recorded reason. Harmless at the switch (the same
+    fenced generation is accepted twice) but a second request for nothing.
+    Fix: as `peer_gone` does now, only retake from COMMITTED/SWITCHED."""
+    core = committed()
+    core.tick(core.t["commit"] + COMMIT_TIMEOUT_S)
+    reason = core.reason
+    assert core.on_peer(6.0, msg(wire.REFUSE, "b", {"reason": "deadline passed"})) == []
+    assert core.reason == reason
 
 
 # -- candidate ---------------------------------------------------------------------------------------------

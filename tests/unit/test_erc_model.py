@@ -16,8 +16,8 @@ failure detector). Time moves only by rule, so deadlines also fire while message
 
 The adapter played here: RequestRole goes to the switch (fenced: exactly that generation, STALE ->
 `role_refused`; unfenced: the switch's current generation, +1 for MASTER, i.e. query-then-request
-collapsed); replies -> `role_confirmed`, ROLE_STATUS -> `role_status`. Standby is applied before
-the next action (SET_ASYNC + BARRIER; see `test_standby_without_a_barrier_misses_packet_ins`).
+collapsed); replies -> `role_confirmed`, ROLE_STATUS -> `role_status`. Standby is a plain SET_ASYNC
+queued on the connection like everything else (no barrier).
 A packet-in the ERC core does not buffer goes to a minimal role layer, as roles/core.py does:
 answered if the controller believes it is MASTER with no role request in flight, held while one
 is in flight (answered if MASTER is confirmed, else dropped), ignored otherwise. Release answers
@@ -30,13 +30,16 @@ What the protocol promises, checked at quiescence (every queue drained, every ap
 moved past every deadline). A packet-in p is *owed* (must be answered) iff
   A. the initiator handled p while its migration was live (answered it before the freeze point or
      buffered it), and the initiator survived, or the final master took over with the state
-     (restored and marked: it holds the gap and everything after its marker); or
+     (restored and marked: it holds the gap and everything after its marker); except p raised
+     while the winner of a committed migration was MASTER (after END those are the winner's
+     alone: the initiator drops its copies, and a winner that dies later loses them); or
   B. p was raised while the MASTER connection belonged to a controller that survived; or
   C. the final master itself buffered, held, or was handed p (gap).
 The rest is lost by nature: p held only by controllers that crashed, raised while only crashed or
 non-buffering controllers received it, or held by a dead initiator when a candidate without the
 state rescued the switch (the gap dies with the initiator).
-At most once, except (`excused_duplicate`) what a retake releases that the winner had answered.
+At most once, except (`excused_duplicate`) what a retake releases that the winner had answered,
+and what a rescuer without the state held that the dead initiator had answered.
 After every step: at most one MASTER; each controller answers in raise order; a standby
 (committed) initiator receives every packet-in. At quiescence: the right single MASTER (the
 initiator after abort/cancel/retake; the winner after a commit unless it crashed after the
@@ -249,9 +252,8 @@ class World:
     """The switch, the bus, the controllers and the record of who answered what."""
 
     def __init__(self, k: int = 1, commit: str = "phase2", transfer: str = "copy", gen: int = 5,
-                 corrupt: FrozenSet[str] = frozenset(), standby_barrier: bool = True) -> None:
+                 corrupt: FrozenSet[str] = frozenset()) -> None:
         self.now = 0.0
-        self.standby_barrier = standby_barrier
         self.cands = list(CANDS[:k])
         self.bridge = Bridge(gen, [INIT, *self.cands], INIT)
         self.ctl = {INIT: Ctl(INIT, Role.MASTER)}
@@ -304,10 +306,7 @@ class World:
             elif isinstance(a, PlaceMarker):
                 self.bridge.conns[who].up.append(FlowMarker(a.tag))
             elif isinstance(a, Standby):
-                if self.standby_barrier:  # SET_ASYNC + BARRIER: applied before the next action
-                    self.bridge.conns[who].slave_async = a.on
-                else:
-                    self.bridge.conns[who].up.append(SetAsync(a.on))
+                self.bridge.conns[who].up.append(SetAsync(a.on))
             elif isinstance(a, TakeSnapshot):
                 self.tasks.append((who, "snapshot", self._snapshot))
             elif isinstance(a, PublishSnapshot):
@@ -503,9 +502,9 @@ class World:
 #: the core is fixed, its xfail test passes (strict: the run fails): remove it from this set.
 KNOWN_BUGS = frozenset({
     "demoted winner keeps its state",          # test_erc_core: ..._demoted_after_it_finished_...
-    "winner gone while retaking aborts",       # test_erc_core: ..._gone_again_while_retaking_...
     "winner fenced out after the initiator died",   # test_initiator_dies_after_its_retake_...
     "stale rescue after the migration ended",  # test_candidate_rolled_back_by_a_lost_message_...
+    "switched deadline drops an unflushed buffer",  # test_winner_slow_to_flush_then_dying_...
 })
 
 
@@ -531,12 +530,9 @@ def _tolerate(w: World, known: FrozenSet[str], bug: str, cond: bool) -> bool:
     return False
 
 
-def _retake_aborted(w: World) -> bool:
-    return w.init.outcome == "aborted" and "retake" in w.init.t
-
-
 def _stale_rescuer(w: World, who: str) -> bool:
-    return (who != INIT and w.ctl[who].outcome == "rescued" and w.init_crash is not None
+    core = w.ctl[who].core
+    return (who != INIT and core is not None and core.rescue and w.init_crash is not None
             and not w.init_crash["live"])
 
 
@@ -546,12 +542,8 @@ def check_step(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
     for pid, who_how in w.answers.items():
         if len(who_how) < 2 or excused_duplicate(w, who_how):
             continue
-        whos = {x for x, _ in who_how}
-        if _tolerate(w, known, "winner gone while retaking aborts",
-                     _retake_aborted(w) and INIT in whos and len(who_how) == 2):
-            continue
         if _tolerate(w, known, "stale rescue after the migration ended",
-                     any(_stale_rescuer(w, x) for x in whos)):
+                     any(_stale_rescuer(w, x) for x, _ in who_how)):
             continue
         raise AssertionError(f"packet-in {pid} answered {len(who_how)} times: {who_how}")
     for ctl in w.ctl.values():
@@ -598,9 +590,7 @@ def check_quiescent(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
         core = ctl.core
         if core is not None:
             assert not core.buffer and not getattr(core, "gap", ()), f"{n} keeps a buffer"
-        if conn.slave_async and not _tolerate(w, known, "winner gone while retaking aborts",
-                                              n == INIT and _retake_aborted(w)):
-            raise AssertionError(f"{n} is left in standby: {describe(w)}")
+        assert not conn.slave_async, f"{n} is left in standby: {describe(w)}"
         if n == m:
             continue
         assert conn.role is Role.SLAVE, f"{n} ({ctl.outcome or 'idle'}) is {conn.role.name}"
@@ -616,20 +606,22 @@ def check_quiescent(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
                                                   "ended", _stale_rescuer(w, m)):
             raise AssertionError(f"master {m}'s state {w.ctl[m].app} is not every answer folded "
                                  f"in order {fold}: {describe(w)}")
-    check_owed(w, m)
+    check_owed(w, m, known)
     json.dumps(w.init.record())
 
 
-def check_owed(w: World, m: Optional[str]) -> None:
+def check_owed(w: World, m: Optional[str], known: FrozenSet[str]) -> None:
     init_ok = w.ctl[INIT].alive or bool(m and m != INIT and w.ctl[m].took_over_with_state)
     winner = w.init.winner if w.init.outcome == "committed" else None
+    guessed_end = bool(winner and w.init.t.get("end") is None and not w.ctl[winner].alive)
     for pid in w.raised:
         # (after END the initiator drops what it buffered while the winner was master: the
         # winner's own, lost if it dies; B covers them while it lives)
         a = pid in w.init_live_handled and init_ok and w.master_at_raise[pid] != winner
         b = w.master_at_raise[pid] is not None and w.ctl[w.master_at_raise[pid]].alive
         c = m is not None and pid in w.ctl[m].custody
-        if (a or b or c) and pid not in w.answers:
+        if (a or b or c) and pid not in w.answers and not _tolerate(
+                w, known, "switched deadline drops an unflushed buffer", guessed_end):
             raise AssertionError(f"packet-in {pid} owed ({'A' * a}{'B' * b}{'C' * c}) but never "
                                  f"answered: {describe(w)}")
 
@@ -678,18 +670,20 @@ def test_commit_timeout_on_a_slow_winner_answers_its_buffer_twice() -> None:
     assert w.tolerated == Counter({"demoted winner keeps its state": 1})
 
 
-@pytest.mark.xfail(strict=True, reason="COMMIT goes out before SET_ASYNC is known to be applied")
-def test_standby_without_a_barrier_misses_packet_ins() -> None:
-    """The core returns [Standby(True), Send(COMMIT)]: with SET_ASYNC only queued on the
-    initiator's connection, the winner's MASTER request can reach the switch first, and packet-ins
-    raised then reach the winner but not the demoted initiator; if the winner dies they are lost.
-    Fix: the core waits for the switch to confirm the standby (BARRIER_REPLY after SET_ASYNC;
-    e.g. a `standby_ready(now)` event) before it sends COMMIT."""
-    w = World(1, standby_barrier=False)
-    w.play(lambda w: w.init.state is Mig.COMMITTED)
-    assert SetAsync(True) in w.bridge.conns[INIT].up
-    w.play(lambda w: w.bridge.masters() == ["b"], hold=("up a",))
-    w.raise_packet_in()
+def test_standby_is_in_force_before_the_winner_can_demote_the_initiator() -> None:
+    """Standby (a plain SET_ASYNC) goes out at start, before any marker on the same connection,
+    and COMMIT needs a marker: so however the winner's MASTER request races the initiator's
+    connection, packet-ins raised after the demotion still reach the initiator. (Found by the
+    machine when Standby went out with COMMIT: they reached only the winner, lost if it died.)"""
+    for seed in range(20):
+        w = World(1)
+        w.play(lambda w: w.init.state is Mig.COMMITTED, seed)
+        w.play(lambda w: w.bridge.masters() == ["b"], seed, hold=("up a", "down a"))
+        w.raise_packet_in()  # asserts that it reaches the initiator
+        w.crash("b")
+        w.quiesce(Random(seed))
+        check_quiescent(w)
+        assert w.init.outcome == "retaken" and sorted(w.answers) == w.raised
 
 
 @pytest.mark.xfail(strict=True, reason="a candidate whose ROLLBACK was lost rescues a finished "
@@ -731,6 +725,28 @@ def test_initiator_dies_after_its_retake_and_the_fenced_winner_takes_over() -> N
     w.crash(INIT)
     w.quiesce(Random(0))
     check_quiescent(w, frozenset())
+
+
+@pytest.mark.xfail(strict=True, reason="the SWITCHED deadline drops the buffer although the "
+                                       "winner has not answered it")
+def test_winner_slow_to_flush_then_dying_loses_nothing() -> None:
+    """The winner's MASTER took effect (the initiator is SWITCHED) but the winner is slow (a
+    SIGSTOP glitch) and has not answered its buffer when the SWITCHED deadline passes; the
+    initiator finishes "as END", drops its buffer and steps down; then the winner dies. The
+    buffered packet-ins are lost and the switch has no master.
+    Fix: do not guess END on the deadline while the winner may still be flushing: keep the
+    standby and the buffer until END_MIGRATION or the winner is gone (then retake), or let the
+    winner make END durable (e.g. write it to the bus) and check that on the deadline."""
+    w = World(1)
+    w.play(lambda w: w.step_of("b") is Step.TAKING)
+    pid = w.raise_packet_in()
+    w.play(lambda w: w.init.state is Mig.SWITCHED, hold=("down b",))
+    w.tick(TIMEOUT)
+    assert w.init.outcome == "committed" and w.answers == {}
+    w.crash("b")
+    w.quiesce(Random(0))
+    check_quiescent(w, frozenset())
+    assert pid in w.answers
 
 
 # -- the state machine ------------------------------------------------------------------------------
