@@ -131,14 +131,18 @@ def build_net(topo: Any, controllers: Iterable[Instance],
     """
     net = Mininet(topo=topo, switch=switch_class(**switch_opts), host=SdnHost, controller=None,
                   autoSetMacs=False, build=False, waitConnected=False)
-    net.build()
-    controllers = list(controllers) + list((before_start(net) if before_start else None) or [])
-    for n, inst in enumerate(controllers):
-        # not `c<n>`: MetaTopo's controller hosts are c1..cN, and a node of the same name would
-        # take the host's place in net.get()
-        net.addController(f"{topo.prefix}ctl{n}", controller=StartedController, ip=inst.host,
-                          port=inst.of_port)
-    net.start()
+    try:
+        net.build()
+        controllers = list(controllers) + list((before_start(net) if before_start else None) or [])
+        for n, inst in enumerate(controllers):
+            # not `c<n>`: MetaTopo's controller hosts are c1..cN, and a node of the same name
+            # would take the host's place in net.get()
+            net.addController(f"{topo.prefix}ctl{n}", controller=StartedController, ip=inst.host,
+                              port=inst.of_port)
+        net.start()
+    except BaseException:
+        net.stop()  # the caller never gets the net: undo its bridges, links and namespaces here
+        raise
     return net
 
 
@@ -202,7 +206,8 @@ def roles_now(bridges: Iterable[str]) -> Dict[str, Dict[str, str]]:
 def dump_flows(net: Mininet) -> str:
     out = []
     for sw in net.switches:
-        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13,OpenFlow14,OpenFlow15", "dump-flows", sw.name],
+        res = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13,OpenFlow14,OpenFlow15", "dump-flows",
+                              sw.name],
                              capture_output=True, text=True)
         out.append(f"--- {sw.name} ---\n{res.stdout}{res.stderr}")
     return "\n".join(out)

@@ -446,7 +446,7 @@ class ErcMigrator(compat.RyuApp):
         except (snapshot.SnapshotError, wire.WireError, redis.RedisError) as e:
             LOG.error("%s: state of %#x not restored: %s", self.me, dpid, e)
             self._send(dpid, core.mig, core.initiator, wire.REFUSE, {"reason": f"restore: {e}"})
-            self._exec(dpid, core, core._out(f"restore failed: {e}"))
+            self._exec(dpid, core, core.abandon(time.monotonic(), f"restore failed: {e}"))
             return
         self._exec(dpid, core, core.restored_state(time.monotonic(), got, gap))
 

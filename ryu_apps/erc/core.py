@@ -62,7 +62,7 @@ Candidate:
 | TAKING   | MASTER confirmed                          | release gap + buffer to the app          | FLUSHING |
 | TAKING   | MASTER refused (stale: fenced)            | SLAVE, drop buffer and state             | OUT      |
 | FLUSHING | app answered                              | END_MIGRATION                            | MASTER   |
-| <TAKING  | ROLLBACK / deadline                       | SLAVE, drop buffer and state             | OUT      |
+| <TAKING  | ROLLBACK / deadline / abandon             | SLAVE, drop buffer and state             | OUT      |
 | <TAKING  | initiator gone                            | claim (at once with state, else after a grace) | CLAIMING |
 | CLAIMING | claim won                                 | MASTER (normal request)                  | TAKING   |
 | CLAIMING | claim lost                                | SLAVE, drop buffer and state             | OUT      |
@@ -700,6 +700,10 @@ class CandidateCore:
             why = "deadline passed without COMMIT"
             return [Send(self.initiator, wire.REFUSE, {"reason": why})] + self._out(why)
         return []
+
+    def abandon(self, now: float, why: str) -> List[Action]:
+        """The adapter could not carry out this migration's part (e.g. the restore failed)."""
+        return self._out(why) if self.live else []
 
     def _maybe_ack(self) -> List[Action]:
         if self.step is Step.EQUAL and self.marked and self.restored:

@@ -75,7 +75,12 @@ def mininet(request: Any) -> Iterator[Callable[..., Any]]:
         return net
 
     yield make
+    errors = []
     for net in reversed(nets):
-        if _failed(request):
-            print("\n=== flows ===\n" + dump_flows(net))
-        net.stop()
+        try:  # one net failing to stop must not leave the others running
+            if _failed(request):
+                print("\n=== flows ===\n" + dump_flows(net))
+            net.stop()
+        except Exception as e:  # noqa: BLE001 -- reported below, after every net was tried
+            errors.append(e)
+    assert not errors, f"could not stop a network: {errors}"

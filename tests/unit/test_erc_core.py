@@ -807,3 +807,10 @@ def test_winner_refused_after_the_initiator_died_claims_instead_of_going_out() -
     core.on_peer(0.6, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
     assert core.initiator_gone(2.5) == []
     assert core.role_refused(2.6) == [Claim("b")]
+
+
+def test_abandon_goes_out_like_a_rollback_and_only_once() -> None:
+    core, _ = CandidateCore.from_start(1.0, "b", msg(wire.START, INIT, {"tag": 3, "deadline_s": 5}))
+    out = core.abandon(1.5, "restore failed: boom")
+    assert RequestRole(Role.SLAVE) in out and DropState() in out
+    assert core.step is Step.OUT and core.abandon(1.6, "again") == []
