@@ -132,13 +132,20 @@ class ErcMigrator(compat.RyuApp):
         cand = self.joining.get(dpid)
         return cand if cand is not None and cand.live else None
 
+    def _winner(self, dpid: int, now: float) -> Optional[erc.CandidateCore]:
+        """A candidate that won and finished but may still be demoted by a retake."""
+        cand = self.joining.get(dpid)
+        return cand if cand is not None and cand.lingering(now) else None
+
     # -- role manager events ----------------------------------------------------------------------
     @compat.set_ev_cls(EventRoleChanged)
     @loud
     def _role_changed(self, ev: EventRoleChanged) -> None:
         dpid, role, now = ev.datapath.id, Role(ev.role), time.monotonic()
         self._publish_master(dpid, role)
-        core = self._core(dpid)
+        core: Optional[Core] = self._core(dpid)
+        if core is None and ev.by_status:
+            core = self._winner(dpid, now)
         if core is None:
             return
         if ev.by_status:
@@ -209,14 +216,21 @@ class ErcMigrator(compat.RyuApp):
             if core is not None and core.mig == msg.mig:
                 actions = core.on_peer(now, msg)
                 self.work.put(lambda: self._exec(msg.dpid, core, actions))
-        elif msg.type in (wire.STATE, wire.COMMIT, wire.ROLLBACK):
+        elif msg.type in (wire.STATE, wire.COMMIT, wire.ROLLBACK, wire.END_QUERY):
             cand = self.joining.get(msg.dpid)
             if cand is not None and cand.mig == msg.mig:
                 actions = cand.on_peer(now, msg)
                 self.work.put(lambda: self._exec(msg.dpid, cand, actions))
             elif msg.type == wire.COMMIT:
                 # Not ours (any more): say so, or the initiator waits for a ROLE_STATUS.
-                self._send(msg.dpid, msg.mig, msg.src, wire.REFUSE, {"reason": "not a candidate"})
+                self.work.put(lambda: self._send(msg.dpid, msg.mig, msg.src, wire.REFUSE,
+                                                 {"reason": "not a candidate"}))
+            elif msg.type == wire.END_QUERY:
+                # The winner that stopped lingering: it answered everything if it is MASTER.
+                master = self.roles.is_master(msg.dpid)
+                self.work.put(lambda: self._send(
+                    msg.dpid, msg.mig, msg.src, *((wire.END_MIGRATION, {"again": True}) if master
+                                                  else (wire.REFUSE, {"reason": "not master"}))))
 
     def _send(self, dpid: int, mig: str, to: str, kind: str, body: Dict[str, Any],
               payload: bytes = b"") -> None:
@@ -274,6 +288,7 @@ class ErcMigrator(compat.RyuApp):
             raise erc.MigrationError(f"switch {dpid:#x} is already migrating "
                                      f"({self.bus.get(wire.lock_key(dpid)).decode()})")
         self.initiating[dpid] = core
+        self.joining.pop(dpid, None)  # a winner lingering from the migration that brought it here
         self.started[mig] = time.time()
         self._inflight(core)
         LOG.info("%s: migrating %#x to %s (commit %s, transfer %s)", self.me, dpid,
@@ -407,7 +422,7 @@ class ErcMigrator(compat.RyuApp):
             elif isinstance(a, erc.Standby) and dp is not None:
                 dp.send_msg(ofmsgs.set_async(dp, a.on))
             elif isinstance(a, erc.Claim):
-                won = self._claim(mig, a.who)
+                won = self._claim(mig, a.who, a.force)
                 if isinstance(core, erc.CandidateCore):
                     self._exec(dpid, core, core.claim_result(time.monotonic(), won))
             elif isinstance(a, erc.Note):
@@ -450,11 +465,16 @@ class ErcMigrator(compat.RyuApp):
             return
         self._exec(dpid, core, core.restored_state(time.monotonic(), got, gap))
 
-    def _claim(self, mig: str, who: str) -> bool:
+    def _claim(self, mig: str, who: str, force: bool = False) -> bool:
+        """A bus that cannot be reached counts as a lost claim: better no rescue than two."""
         key = wire.claim_key(mig)
-        if self.bus.set(key, who, nx=True, ex=3600):
-            return True
-        held = self.bus.get(key)
+        try:
+            if self.bus.set(key, who, nx=not force, ex=3600):
+                return True
+            held = self.bus.get(key)
+        except redis.RedisError as e:
+            LOG.error("%s: claim of %s failed: bus unreachable (%s)", self.me, mig, e)
+            return False
         return held is not None and held.decode() == who
 
     def _finished(self, dpid: int, core: Core, a: erc.Finished) -> None:
@@ -521,8 +541,8 @@ class ErcMigrator(compat.RyuApp):
             now = time.monotonic()
             cores: List[Tuple[int, Core]] = [(d, c) for d, c in self.initiating.items()
                                              if not c.finished]
-            cores += [(d, c) for d, c in self.joining.items() if c.live]
-            self._forget_finished()
+            cores += [(d, c) for d, c in self.joining.items() if c.live or c.lingering(now)]
+            self._forget_finished(now)
             if not cores:
                 continue
             for dpid, core in cores:
@@ -559,10 +579,10 @@ class ErcMigrator(compat.RyuApp):
                                 core.mig)
                     self.work.put(lambda d=dpid, c=core, a=actions: self._exec(d, c, a))
 
-    def _forget_finished(self) -> None:
+    def _forget_finished(self, now: float) -> None:
         for d in [d for d, c in self.initiating.items() if c.finished]:
             del self.initiating[d]
-        for d in [d for d, c in self.joining.items() if not c.live]:
+        for d in [d for d, c in self.joining.items() if not c.live and not c.lingering(now)]:
             del self.joining[d]
 
     def activity(self) -> Dict[str, Any]:

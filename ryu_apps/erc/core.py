@@ -44,9 +44,12 @@ Initiator, migration:
 | COMMITTED | winner gone / no ROLE_STATUS in time    | MASTER gen+2 (fences the winner's gen+1)      | RETAKING  |
 | SWITCHED  | END_MIGRATION from winner               | drop buffer and state, ask SLAVE, async back   | DONE      |
 | SWITCHED  | winner gone                             | MASTER (fenced, gen+1)                        | RETAKING  |
-| SWITCHED  | no END in time (winner alive, master)   | as END (recorded)                             | DONE      |
-| RETAKING  | role MASTER confirmed                   | release buffer, async back                    | RETAKEN   |
-| RETAKING  | winner gone (again)                     | nothing                                       | RETAKING  |
+| SWITCHED  | no END in time (winner alive)           | END_QUERY to the winner (again every 1 s)     | SWITCHED  |
+| COMMITTED | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
+| SWITCHED  | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
+| RETAKING  | role MASTER confirmed                   | claim for itself, release buffer, async back  | RETAKEN   |
+| RETAKING  | winner gone / REFUSE (again)            | nothing                                       | RETAKING  |
+| RUNNING   | (ABORTED, above)                        | also claim for itself (a late rescue loses)   | ABORTED   |
 | any       | message from a loser / unknown peer     | ignore                                        | same      |
 (RUNNING* is RUNNING with a winner chosen.)
 
@@ -61,12 +64,23 @@ Candidate:
 | READY    | COMMIT(gen)                               | MASTER with gen, fenced                  | TAKING   |
 | TAKING   | MASTER confirmed                          | release gap + buffer to the app          | FLUSHING |
 | TAKING   | MASTER refused (stale: fenced)            | SLAVE, drop buffer and state             | OUT      |
+| TAKING+  | demoted (ROLE_STATUS SLAVE)               | SLAVE, drop buffer and state             | OUT      |
+| TAKING+  | refused / demoted, initiator gone         | claim (its retake never finished)        | CLAIMING |
 | FLUSHING | app answered                              | END_MIGRATION                            | MASTER   |
+| MASTER   | END_QUERY                                 | END_MIGRATION (again)                    | MASTER   |
 | <TAKING  | ROLLBACK / deadline / abandon             | SLAVE, drop buffer and state             | OUT      |
 | <TAKING  | initiator gone                            | claim (at once with state, else after a grace) | CLAIMING |
+| TAKING+  | initiator gone                            | remember it                              | same     |
 | CLAIMING | claim won                                 | MASTER (normal request)                  | TAKING   |
 | CLAIMING | claim lost                                | SLAVE, drop buffer and state             | OUT      |
 | any      | message for another migration             | ignore                                   | same     |
+(TAKING+ is TAKING, FLUSHING or MASTER; a rescuer does not claim twice. "Demoted" in MASTER
+means the initiator retook the switch after the winner finished: its copy of the state goes.)
+
+Why the initiator never guesses END: a winner slow to flush (a stalled process) that dies after
+the guess would take its buffer with it. The standby and the buffer stay until END_MIGRATION or
+the winner is gone; END_QUERY recovers a lost END. Why it claims for itself on every outcome
+other than committed: a candidate whose ROLLBACK was lost must not rescue a migration that ended.
 """
 from __future__ import annotations
 
@@ -82,6 +96,10 @@ from ryu_apps.roles.core import GEN_MASK, Role
 RESCUE_GRACE_S = 0.3
 #: How long the initiator waits for ROLE_STATUS after COMMIT before fencing the winner out.
 COMMIT_TIMEOUT_S = 2.0
+#: After the SWITCHED deadline, the initiator asks the winner for END_MIGRATION this often.
+QUERY_EVERY_S = 1.0
+#: How long a winner that finished keeps listening for a demotion (well past COMMIT_TIMEOUT_S).
+LINGER_S = 10.0
 
 
 # -- actions ----------------------------------------------------------------------------------------
@@ -155,9 +173,11 @@ class Standby:
 
 @dataclass(frozen=True)
 class Claim:
-    """Atomically claim the switch on the bus (SET NX); the adapter calls `claim_result`."""
+    """Atomically claim the switch on the bus (SET NX); the adapter calls `claim_result`.
+    `force`: the initiator overwrites whatever the key holds (the migration is over)."""
 
     who: str
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,7 +303,9 @@ class InitiatorCore:
         if msg.type == wire.REFUSE:
             why = "refused: " + str(msg.body.get("reason", ""))
             if self.state is not Mig.RUNNING:
-                return self._retake(now, f"winner {c.id} {why}") if c.id == self.winner else []
+                if c.id == self.winner and self.state in (Mig.COMMITTED, Mig.SWITCHED):
+                    return self._retake(now, f"winner {c.id} {why}")
+                return []
             return self._fail(now, c, why)
         if msg.type == wire.STATE_ACK:
             return self._on_ack(now, c, msg)
@@ -344,7 +366,7 @@ class InitiatorCore:
         self.generation_id = generation_id & GEN_MASK
         if self.state is Mig.RETAKING and role == Role.MASTER:
             return self._finish(now, Mig.RETAKEN, "retaken", self.reason,
-                                [Standby(False), *self._release()])
+                                [Claim(self.me, force=True), Standby(False), *self._release()])
         return []
 
     def role_refused(self, now: float) -> List[Action]:
@@ -377,7 +399,12 @@ class InitiatorCore:
         if self.state is Mig.COMMITTED and now >= self._commit_deadline:
             return self._retake(now, f"no ROLE_STATUS {COMMIT_TIMEOUT_S:.1f} s after COMMIT")
         if self.state is Mig.SWITCHED and now >= self._deadline:
-            return self._finish_committed(now, "END_MIGRATION never came (winner is master)")
+            self._deadline = now + QUERY_EVERY_S
+            out: List[Action] = [Send(self.winner, wire.END_QUERY, {})]
+            if "query" not in self.t:
+                self.t["query"] = now
+                out.append(Note(f"no END_MIGRATION from {self.winner} yet: asking"))
+            return out
         return []
 
     def watched(self) -> List[str]:
@@ -482,8 +509,8 @@ class InitiatorCore:
             if c.state not in (Cand.FAILED, Cand.LOSER):
                 c.state, c.result = Cand.FAILED, c.result or reason
                 out.append(Send(c.id, wire.ROLLBACK, {"reason": reason}))
-        return self._finish(now, Mig.ABORTED, outcome, reason,
-                            out + self._release() + [Standby(False)])
+        return self._finish(now, Mig.ABORTED, outcome, reason, [Claim(self.me, force=True)]
+                            + out + self._release() + [Standby(False)])
 
     def _retake(self, now: float, reason: str) -> List[Action]:
         """Become MASTER again with a generation_id above the one the winner was given."""
@@ -583,6 +610,7 @@ class CandidateCore:
     initiator_gone_at: Optional[float] = None
     rescue: bool = False
     outcome: str = ""
+    finished_at: Optional[float] = None
 
     @classmethod
     def from_start(cls, now: float, me: str, msg: wire.Msg) -> Tuple["CandidateCore", List[Action]]:
@@ -595,6 +623,12 @@ class CandidateCore:
     @property
     def live(self) -> bool:
         return self.step not in (Step.MASTER, Step.OUT)
+
+    def lingering(self, now: float) -> bool:
+        """A winner that finished may still be demoted by the initiator's retake (COMMIT timeout)
+        for a while: it keeps listening (role changes, END_QUERY, the initiator's liveness)."""
+        return (self.step is Step.MASTER and not self.rescue and self.finished_at is not None
+                and now < self.finished_at + LINGER_S)
 
     def role_confirmed(self, now: float, role: Role, generation_id: int) -> List[Action]:
         if self.step is Step.JOINING and role == Role.EQUAL:
@@ -612,14 +646,23 @@ class CandidateCore:
 
     def role_refused(self, now: float) -> List[Action]:
         if self.step is Step.TAKING:
+            if self._orphaned():
+                return self._reclaim("its MASTER request was refused")
             return self._out("refused MASTER (fenced by the initiator)")
         return []
 
     def role_status(self, now: float, role: Role, generation_id: int) -> List[Action]:
-        """Demoted while taking over or after: the initiator fenced us out."""
-        if self.step in (Step.TAKING, Step.FLUSHING) and role == Role.SLAVE:
-            return self._out("demoted by the initiator")
-        return []
+        """Demoted while taking over or after: the initiator fenced us out (its retake)."""
+        if role != Role.SLAVE or self.step not in (Step.TAKING, Step.FLUSHING, Step.MASTER):
+            return []
+        if self._orphaned():
+            return self._reclaim("demoted")
+        if self.step is Step.MASTER:
+            self.step, self.outcome = Step.OUT, "won, then demoted"
+            return [Note(f"{self.me} demoted on {self.dpid:#x} after winning {self.mig} (the "
+                         f"initiator retook it): dropping its state"),
+                    RequestRole(Role.SLAVE), DropState()]
+        return self._out("demoted by the initiator")
 
     def marker_seen(self, now: float, tag: int) -> List[Action]:
         if tag != self.tag or not self.live or self.marked:
@@ -635,7 +678,13 @@ class CandidateCore:
         return True
 
     def on_peer(self, now: float, msg: wire.Msg) -> List[Action]:
-        if msg.mig != self.mig or msg.src != self.initiator or not self.live:
+        if msg.mig != self.mig or msg.src != self.initiator:
+            return []
+        if msg.type == wire.END_QUERY:
+            if self.step is Step.MASTER and not self.rescue:
+                return [Send(self.initiator, wire.END_MIGRATION, {"again": True})]
+            return []  # flushing: END follows; otherwise not the winner (any more)
+        if not self.live:
             return []
         if msg.type == wire.STATE and self.step in (Step.EQUAL, Step.JOINING) and not self.restored:
             b = msg.body
@@ -667,7 +716,7 @@ class CandidateCore:
     def flushed(self, now: float) -> List[Action]:
         if self.step is not Step.FLUSHING:
             return []
-        self.step = Step.MASTER
+        self.step, self.finished_at = Step.MASTER, now
         self.outcome = "rescued" if self.rescue else "won"
         out: List[Action] = []
         if not self.rescue:
@@ -675,9 +724,13 @@ class CandidateCore:
         return out + [Finished(self.outcome)]
 
     def initiator_gone(self, now: float) -> List[Action]:
-        if self.step in (Step.JOINING, Step.EQUAL, Step.READY) and self.initiator_gone_at is None:
+        if self.initiator_gone_at is not None:
+            return []
+        if self.step in (Step.JOINING, Step.EQUAL, Step.READY):
             self.initiator_gone_at = now
             return self.tick(now)
+        if self.step in (Step.TAKING, Step.FLUSHING, Step.MASTER) and not self.rescue:
+            self.initiator_gone_at = now  # a refusal or demotion from now on: its unfinished retake
         return []
 
     def claim_result(self, now: float, won: bool) -> List[Action]:
@@ -704,6 +757,16 @@ class CandidateCore:
     def abandon(self, now: float, why: str) -> List[Action]:
         """The adapter could not carry out this migration's part (e.g. the restore failed)."""
         return self._out(why) if self.live else []
+
+    def _orphaned(self) -> bool:
+        return self.initiator_gone_at is not None and not self.rescue
+
+    def _reclaim(self, why: str) -> List[Action]:
+        """The initiator began retaking the switch, then died: nobody is MASTER. The claim holds
+        this winner unless the retake finished (then the initiator claimed it for itself)."""
+        self.step = Step.CLAIMING
+        return [Note(f"{self.me}: {why} on {self.dpid:#x} after the initiator vanished: claiming"),
+                Claim(self.me)]
 
     def _maybe_ack(self) -> List[Action]:
         if self.step is Step.EQUAL and self.marked and self.restored:

@@ -43,7 +43,8 @@ STATE_ACK = "STATE_ACK"         # candidate -> initiator: state restored (digest
 COMMIT = "COMMIT"               # initiator -> winner: take MASTER with this generation_id
 ROLLBACK = "ROLLBACK"           # initiator -> candidate: back to SLAVE, drop buffer and state
 END_MIGRATION = "END_MIGRATION"  # winner -> initiator: buffer answered, migration over
-PEER_TYPES = (START, STATUS, REFUSE, STATE, STATE_ACK, COMMIT, ROLLBACK, END_MIGRATION)
+END_QUERY = "END_QUERY"         # initiator -> winner: END_MIGRATION is late; send it again if done
+PEER_TYPES = (START, STATUS, REFUSE, STATE, STATE_ACK, COMMIT, ROLLBACK, END_MIGRATION, END_QUERY)
 
 # operator <-> controller
 OP_MIGRATE = "OP_MIGRATE"       # body: dpid, to [ids], auto k, mode, commit, transfer, timeout_s

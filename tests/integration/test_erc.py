@@ -205,6 +205,21 @@ def test_lost_rollback_candidate_gives_up_at_its_deadline(controllers, mininet):
     assert b.role(winner) == "MASTER"
 
 
+def test_lost_end_migration_is_asked_for_again(controllers, mininet):
+    """The initiator never guesses END (a winner slow to flush could die after the guess): past
+    its deadline it asks the winner, which sends END_MIGRATION again."""
+    b = Bench(controllers, mininet, n=2, conf={"c2": {"fault": "drop:END_MIGRATION"}})
+    b.ping_load(count=300)
+    rec = b.migrate(fixed="c2", timeout=1.0)
+    _committed(rec, "c2")
+    b.wait_log("c1", "no END_MIGRATION from c2 yet: asking")
+    ping = b.ping_result()
+    b.assert_exactly_once("c2")
+    assert ping["received"] == ping["sent"] and ping["duplicates"] == 0, ping
+    assert b.roles() == {"c1": "SLAVE", "c2": "MASTER"}
+    assert b.switch_keys("c1") == []
+
+
 def test_bad_requests_change_nothing(controllers, mininet):
     b = Bench(controllers, mininet, n=3, conf={"c2": {"fault": "hold:START:3"}})
     roles = b.roles()

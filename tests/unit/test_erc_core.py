@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 import pytest
 
 from ryu_apps.erc import wire
-from ryu_apps.erc.core import (COMMIT_TIMEOUT_S, RESCUE_GRACE_S, Cand, CandidateCore, Claim,
+from ryu_apps.erc.core import (COMMIT_TIMEOUT_S, LINGER_S, QUERY_EVERY_S, RESCUE_GRACE_S, Cand,
+                               CandidateCore, Claim,
                                DropBuffer, DropState, Finished, InitiatorCore, Mig,
                                MigrationError, Note, PlaceMarker, PublishSnapshot, Release,
                                RequestRole, Restore, Send, Standby, Step, TakeSnapshot, split_gap)
@@ -374,6 +375,7 @@ def test_cancel_before_the_commit_rolls_everyone_back_and_releases_the_buffer() 
     assert sorted(sent(out)) == [("b", wire.ROLLBACK), ("c", wire.ROLLBACK)]
     assert of(out, Release) == [Release((pkt(1),))]
     assert of(out, Finished) == [Finished("cancelled", "cancelled by the operator")]
+    assert out[0] == Claim(INIT, force=True), "a candidate whose ROLLBACK is lost cannot rescue"
     assert core.finished and core.watched() == []
     assert core.on_peer(0.7, ack("b")) == [] and core.tick(99.0) == []
 
@@ -415,13 +417,18 @@ def test_end_migration_before_role_status_also_finishes() -> None:
     assert core.state is Mig.DONE and RequestRole(Role.SLAVE) in out
 
 
-def test_switched_without_end_in_time_finishes_as_if_it_came() -> None:
+def test_switched_without_end_in_time_asks_the_winner_and_keeps_the_standby() -> None:
+    """Never guesses END: a winner still flushing that dies later would take the buffer along."""
     core = switched(timeout=10.0)
+    core.packet_in(0.6, pkt(1))
     assert core.tick(10.4) == []
     out = core.tick(10.5)
-    assert of(out, Finished) == [Finished("committed",
-                                          "END_MIGRATION never came (winner is master)")]
-    assert core.state is Mig.DONE
+    assert sent(out) == [("b", wire.END_QUERY)] and len(of(out, Note)) == 1
+    assert core.state is Mig.SWITCHED and core.buffer == [pkt(1)]
+    assert core.tick(10.5 + QUERY_EVERY_S - 0.01) == []
+    assert sent(core.tick(10.5 + QUERY_EVERY_S)) == [("b", wire.END_QUERY)], "again, no Note"
+    out = core.on_peer(12.0, msg(wire.END_MIGRATION, "b", {"again": True}))
+    assert core.state is Mig.DONE and DropBuffer(1, "b answers them") in out
 
 
 @pytest.mark.parametrize("when", ["committed", "switched"])
@@ -435,8 +442,8 @@ def test_winner_gone_after_commit_retakes_master_fenced_then_releases(when: str)
     assert core.packet_in(0.8, pkt(3)) is True, "still buffering until MASTER is back"
     assert core.role_confirmed(0.9, Role.EQUAL, GEN + 2) == []
     out = core.role_confirmed(0.9, Role.MASTER, GEN + 2)
-    assert out == [Standby(False), Release((pkt(1), pkt(2), pkt(3))),
-                   Finished("retaken", "winner b vanished")]
+    assert out == [Claim(INIT, force=True), Standby(False), Release((pkt(1), pkt(2), pkt(3))),
+                   Finished("retaken", "winner b vanished")], "claimed: a late rescue loses"
     assert core.state is Mig.RETAKEN and core.record()["winner"] is None
 
 
@@ -479,16 +486,13 @@ def test_winner_gone_again_while_retaking_changes_nothing() -> None:
     assert core.peer_gone(3.0, "b") == []
     assert core.state is Mig.RETAKING
     out = core.role_confirmed(3.1, Role.MASTER, GEN + 2)
-    assert out[:2] == [Standby(False), Release((pkt(1),))]
+    assert out[:3] == [Claim(INIT, force=True), Standby(False), Release((pkt(1),))]
 
 
-@pytest.mark.xfail(strict=True, reason="a REFUSE from the winner while RETAKING retakes again")
 def test_winner_refusing_while_retaking_changes_nothing() -> None:
     """The winner's deadline passed (its COMMIT was lost) after the COMMIT timeout started the
-    retake. BUG: `on_peer` sends any REFUSE from the winner after RUNNING to `_retake`, which asks
-    for MASTER a second time and overwrites the recorded reason. Harmless at the switch (the same
-    fenced generation is accepted twice) but a second request for nothing.
-    Fix: as `peer_gone` does now, only retake from COMMITTED/SWITCHED."""
+    retake. (Was a bug: any REFUSE from the winner after RUNNING retook again: a second MASTER
+    request for nothing, and the recorded reason overwritten.)"""
     core = committed()
     core.tick(core.t["commit"] + COMMIT_TIMEOUT_S)
     reason = core.reason
@@ -781,32 +785,72 @@ def test_gap_and_buffer_reach_the_winner_so_it_holds_everything_from_the_freeze_
 
 # -- bugs the model found (see test_erc_model.py), pinned here at the core ------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a winner demoted after it finished keeps its state")
-def test_winner_demoted_after_it_finished_drops_its_state() -> None:
-    """The initiator suspected the winner (no ROLE_STATUS within COMMIT_TIMEOUT_S) and retook the
-    switch after the winner had flushed and finished: the winner gets ROLE_STATUS(SLAVE) in step
-    MASTER. BUG: `role_status` only acts in TAKING/FLUSHING, so the winner keeps the switch's state
-    in its Redis and still reports "won", while the initiator reports "retaken".
-    Fix: in `role_status`, a SLAVE while MASTER (and not a rescue) -> DropState (outcome
-    "demoted")."""
+def winner_done() -> CandidateCore:
     core = ready()
     core.on_peer(0.6, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
     core.role_confirmed(0.7, Role.MASTER, GEN + 1)
     core.flushed(0.8)
-    assert DropState() in core.role_status(3.0, Role.SLAVE, GEN + 2)
+    assert core.step is Step.MASTER
+    return core
 
 
-@pytest.mark.xfail(strict=True, reason="a fenced-out winner goes OUT although its initiator died")
-def test_winner_refused_after_the_initiator_died_claims_instead_of_going_out() -> None:
-    """TAKING with MASTER(gen+1) in flight; the initiator retook with gen+2 (COMMIT timeout) and
-    then died, so the winner's request is refused. BUG: `initiator_gone` is ignored while TAKING
-    and `role_refused` goes OUT: nobody is master. Fix: record `initiator_gone_at` in TAKING too;
-    `role_refused` with the initiator gone -> CLAIMING + Claim(me) (the claim holds this winner),
-    then MASTER unfenced."""
+def test_winner_demoted_after_it_finished_drops_its_state() -> None:
+    """The initiator suspected the winner (no ROLE_STATUS within COMMIT_TIMEOUT_S) and retook the
+    switch after the winner had flushed and finished. (Was a bug: the winner kept the switch's
+    state and still reported "won" while the initiator reported "retaken".)"""
+    core = winner_done()
+    assert core.lingering(0.8 + LINGER_S - 0.01) and not core.lingering(0.8 + LINGER_S)
+    assert core.role_status(3.0, Role.EQUAL, GEN + 2) == []
+    out = core.role_status(3.0, Role.SLAVE, GEN + 2)
+    assert out[1:] == [RequestRole(Role.SLAVE), DropState()]
+    assert core.step is Step.OUT and core.outcome == "won, then demoted"
+    assert not core.lingering(3.1) and core.role_status(3.2, Role.SLAVE, GEN + 2) == []
+
+
+@pytest.mark.parametrize("how", ["refused", "demoted while taking", "demoted while flushing",
+                                 "demoted when done"])
+def test_winner_fenced_by_a_retake_after_the_initiator_died_claims_instead_of_going_out(
+        how: str) -> None:
+    """The initiator retook with gen+2 (COMMIT timeout) and died before its retake finished:
+    nobody is MASTER. (Was a bug: the winner ignored initiator_gone after COMMIT and went OUT.)
+    It claims instead (the claim holds this winner unless the retake finished), then asks MASTER
+    unfenced, and rescues."""
+    core = winner_done() if how == "demoted when done" else ready()
+    if how != "demoted when done":
+        core.on_peer(0.6, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
+    if how == "demoted while flushing":
+        core.role_confirmed(0.7, Role.MASTER, GEN + 1)
+    core.packet_in(2.4, pkt(9))
+    assert core.initiator_gone(2.5) == [] and core.initiator_gone(2.55) == []
+    out = core.role_refused(2.6) if how == "refused" else core.role_status(2.6, Role.SLAVE, GEN + 2)
+    assert out[-1] == Claim("b") and core.step is Step.CLAIMING
+    assert core.claim_result(2.7, True)[-1] == RequestRole(Role.MASTER)
+    assert core.step is Step.TAKING and core.rescue
+    core.role_confirmed(2.8, Role.MASTER, GEN + 3)
+    assert core.flushed(2.9) == [Finished("rescued")]
+    assert core.role_status(3.0, Role.SLAVE, GEN + 4)[-1] == DropState(), \
+        "a rescuer does not claim twice"
+
+
+def test_winner_fenced_by_a_finished_retake_loses_the_claim_and_goes_out() -> None:
     core = ready()
     core.on_peer(0.6, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
-    assert core.initiator_gone(2.5) == []
-    assert core.role_refused(2.6) == [Claim("b")]
+    core.initiator_gone(2.5)
+    core.role_refused(2.6)
+    out = core.claim_result(2.7, False)
+    assert of(out, DropState) and core.step is Step.OUT
+
+
+def test_end_query_is_answered_by_a_winner_that_finished_only() -> None:
+    query = msg(wire.END_QUERY, INIT)
+    core = ready()
+    assert core.on_peer(1.0, query) == [], "not the winner (yet)"
+    core.on_peer(1.0, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
+    core.role_confirmed(1.1, Role.MASTER, GEN + 1)
+    assert core.on_peer(1.2, query) == [], "flushing: END follows by itself"
+    core.flushed(1.3)
+    assert core.on_peer(1.4, query) == [Send(INIT, wire.END_MIGRATION, {"again": True})]
+    assert core.on_peer(1.4, msg(wire.END_QUERY, "ctl-z")) == []
 
 
 def test_abandon_goes_out_like_a_rollback_and_only_once() -> None:

@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple
@@ -271,7 +271,6 @@ class World:
         self.answers: Dict[int, List[Tuple[str, str]]] = {}          # pid -> [(who, how)]
         self.log: List[Tuple[str, int]] = []                         # every answer, in order
         self.init_crash: Optional[Dict[str, Any]] = None
-        self.tolerated: Counter = Counter()
         init = InitiatorCore(MIG, DPID, INIT, self.cands, commit=commit, transfer=transfer,
                              timeout=TIMEOUT, candidate_timeout=CAND_TIMEOUT)
         self.ctl[INIT].core = init
@@ -324,6 +323,8 @@ class World:
             elif isinstance(a, DropState):
                 ctl.app = {}
             elif isinstance(a, Claim):
+                if a.force:
+                    self.claims[MIG] = a.who
                 won = self.claims.setdefault(MIG, a.who) == a.who
                 if who != INIT:
                     self.run(who, ctl.core.claim_result(self.now, won))
@@ -497,17 +498,6 @@ class World:
 
 # -- the properties ---------------------------------------------------------------------------------
 
-#: Bugs of the core the machine found, each pinned by a strict-xfail example test. The machine
-#: tolerates exactly these (counted in World.tolerated) so it can keep looking for others. When
-#: the core is fixed, its xfail test passes (strict: the run fails): remove it from this set.
-KNOWN_BUGS = frozenset({
-    "demoted winner keeps its state",          # test_erc_core: ..._demoted_after_it_finished_...
-    "winner fenced out after the initiator died",   # test_initiator_dies_after_its_retake_...
-    "stale rescue after the migration ended",  # test_candidate_rolled_back_by_a_lost_message_...
-    "switched deadline drops an unflushed buffer",  # test_winner_slow_to_flush_then_dying_...
-})
-
-
 def excused_duplicate(w: World, who_how: List[Tuple[str, str]]) -> bool:
     """The duplicates the protocol cannot avoid (it chooses twice over never):
     * the initiator's retake releases its whole buffer, although the winner (dead, or only
@@ -523,34 +513,18 @@ def excused_duplicate(w: World, who_how: List[Tuple[str, str]]) -> bool:
     return retake or rescue
 
 
-def _tolerate(w: World, known: FrozenSet[str], bug: str, cond: bool) -> bool:
-    if cond and bug in known:
-        w.tolerated[bug] += 1
-        return True
-    return False
-
-
-def _stale_rescuer(w: World, who: str) -> bool:
-    core = w.ctl[who].core
-    return (who != INIT and core is not None and core.rescue and w.init_crash is not None
-            and not w.init_crash["live"])
-
-
-def check_step(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
+def check_step(w: World) -> None:
     """Safety, after every step."""
     assert len(w.bridge.masters()) <= 1, w.bridge.masters()
     for pid, who_how in w.answers.items():
         if len(who_how) < 2 or excused_duplicate(w, who_how):
-            continue
-        if _tolerate(w, known, "stale rescue after the migration ended",
-                     any(_stale_rescuer(w, x) for x, _ in who_how)):
             continue
         raise AssertionError(f"packet-in {pid} answered {len(who_how)} times: {who_how}")
     for ctl in w.ctl.values():
         assert ctl.answered == sorted(ctl.answered), f"{ctl.name} answered out of order"
 
 
-def expected_masters(w: World, known: FrozenSet[str]) -> Tuple[Set[Optional[str]], str]:
+def expected_masters(w: World) -> Tuple[Set[Optional[str]], str]:
     """Who may be MASTER at quiescence, and why."""
     init, crash = w.init, w.init_crash
     winner = init.winner if init.outcome == "committed" else None
@@ -563,24 +537,19 @@ def expected_masters(w: World, known: FrozenSet[str]) -> Tuple[Set[Optional[str]
     if not crash["live"]:  # the initiator finished, then crashed: a plain crash of the master
         if winner is not None:
             return {winner if w.ctl[winner].alive else None}, "committed, then the initiator died"
-        stale = {c for c in w.cands if _stale_rescuer(w, c)}
-        if _tolerate(w, known, "stale rescue after the migration ended", bool(stale)):
-            return {None, *stale}, "tolerated"
         return {None}, f"{init.outcome}, then the initiator (master) died"
     anyone: Set[Optional[str]] = {None, *w.cands}
     holder = w.claims.get(MIG)
     if any(w.ctl[c].alive for c in crash["ready"]) and (holder is None or w.ctl[holder].alive):
-        if not _tolerate(w, known, "winner fenced out after the initiator died",
-                         crash["state"] is Mig.RETAKING):
-            return anyone - {None}, "initiator died mid-migration, a candidate had the state"
+        return anyone - {None}, "initiator died mid-migration, a candidate had the state"
     return anyone, "initiator died mid-migration, nobody had the state"
 
 
-def check_quiescent(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
-    check_step(w, known)
+def check_quiescent(w: World) -> None:
+    check_step(w)
     masters = w.bridge.masters()
     m = masters[0] if masters else None
-    want, why = expected_masters(w, known)
+    want, why = expected_masters(w)
     assert m in want, f"master is {m}, expected one of {sorted(map(str, want))} ({why}): {describe(w)}"
     assert m in (None, INIT) or w.step_of(m) is Step.MASTER, describe(w)
     for n in w.alive():
@@ -594,34 +563,30 @@ def check_quiescent(w: World, known: FrozenSet[str] = KNOWN_BUGS) -> None:
         if n == m:
             continue
         assert conn.role is Role.SLAVE, f"{n} ({ctl.outcome or 'idle'}) is {conn.role.name}"
-        if ctl.app and not _tolerate(w, known, "demoted winner keeps its state",
-                                     ctl.outcome == "won"):
+        if ctl.app:
             raise AssertionError(f"{n} ({ctl.outcome}) keeps state {ctl.app}")
     if m is not None and m != INIT and w.ctl[m].took_over_with_state:
         fold: Dict[str, int] = {}  # what the initiator answered (before F), then m
         for who, pid in w.log:
             if who in (INIT, m):
                 fold[str(pid % 4)] = pid
-        if w.ctl[m].app != fold and not _tolerate(w, known, "stale rescue after the migration "
-                                                  "ended", _stale_rescuer(w, m)):
+        if w.ctl[m].app != fold:
             raise AssertionError(f"master {m}'s state {w.ctl[m].app} is not every answer folded "
                                  f"in order {fold}: {describe(w)}")
-    check_owed(w, m, known)
+    check_owed(w, m)
     json.dumps(w.init.record())
 
 
-def check_owed(w: World, m: Optional[str], known: FrozenSet[str]) -> None:
+def check_owed(w: World, m: Optional[str]) -> None:
     init_ok = w.ctl[INIT].alive or bool(m and m != INIT and w.ctl[m].took_over_with_state)
     winner = w.init.winner if w.init.outcome == "committed" else None
-    guessed_end = bool(winner and w.init.t.get("end") is None and not w.ctl[winner].alive)
     for pid in w.raised:
         # (after END the initiator drops what it buffered while the winner was master: the
         # winner's own, lost if it dies; B covers them while it lives)
         a = pid in w.init_live_handled and init_ok and w.master_at_raise[pid] != winner
         b = w.master_at_raise[pid] is not None and w.ctl[w.master_at_raise[pid]].alive
         c = m is not None and pid in w.ctl[m].custody
-        if (a or b or c) and pid not in w.answers and not _tolerate(
-                w, known, "switched deadline drops an unflushed buffer", guessed_end):
+        if (a or b or c) and pid not in w.answers:
             raise AssertionError(f"packet-in {pid} owed ({'A' * a}{'B' * b}{'C' * c}) but never "
                                  f"answered: {describe(w)}")
 
@@ -649,9 +614,9 @@ def test_migrations_without_faults_commit_and_answer_every_packet_in_once(
                 break
             w.move(*rnd.choice(moves))
         w.quiesce(rnd)
-        check_quiescent(w, frozenset())
+        check_quiescent(w)
         assert w.init.outcome == "committed", (seed, w.init.reason)
-        assert sorted(w.answers) == w.raised and not w.tolerated
+        assert sorted(w.answers) == w.raised
 
 
 def test_commit_timeout_on_a_slow_winner_answers_its_buffer_twice() -> None:
@@ -667,7 +632,7 @@ def test_commit_timeout_on_a_slow_winner_answers_its_buffer_twice() -> None:
     assert w.answers[pid] == [("b", "flush"), ("a", "retake")]
     assert w.init.outcome == "retaken" and w.bridge.masters() == ["a"]
     check_quiescent(w)
-    assert w.tolerated == Counter({"demoted winner keeps its state": 1})
+    assert w.ctl["b"].app == {}, "the demoted winner dropped its state"
 
 
 def test_standby_is_in_force_before_the_winner_can_demote_the_initiator() -> None:
@@ -686,15 +651,12 @@ def test_standby_is_in_force_before_the_winner_can_demote_the_initiator() -> Non
         assert w.init.outcome == "retaken" and sorted(w.answers) == w.raised
 
 
-@pytest.mark.xfail(strict=True, reason="a candidate whose ROLLBACK was lost rescues a finished "
-                                       "migration when the initiator dies later")
 def test_candidate_rolled_back_by_a_lost_message_cannot_rescue_after_the_end() -> None:
     """Cancelled (or aborted, or retaken) with the candidate READY and its ROLLBACK lost; the
     initiator goes on as master, answers packet-ins the candidate also buffers, then crashes.
-    The candidate claims (nobody holds mig:claim, or it holds this very candidate after a retake),
-    wins, and rescues with the stale state, answering its buffer a second time.
-    Fix: when a migration ends other than committed, the initiator takes the claim for itself
-    (SET mig:claim:<mig> = initiator, overwriting a decided winner) so a late rescue loses."""
+    (Was a bug: the candidate claimed, won, and rescued with the stale state, answering its buffer
+    a second time.) The initiator now takes the claim for itself when a migration ends other than
+    committed, so the late rescue loses."""
     w = World(1)
     w.play(lambda w: w.step_of("b") is Step.READY)
     w.run(INIT, w.init.cancel(w.now))
@@ -703,19 +665,16 @@ def test_candidate_rolled_back_by_a_lost_message_cannot_rescue_after_the_end() -
     w.play(lambda w: pid in w.answers and not w.bridge.conns["b"].down, hold=("bus b>a",))
     w.crash(INIT)
     w.quiesce(Random(0))
-    check_quiescent(w, frozenset())
+    check_quiescent(w)
+    assert w.claims[MIG] == INIT and w.ctl["b"].outcome == "rolled back"
 
 
-@pytest.mark.xfail(strict=True, reason="a winner fenced by a retake stays out after the "
-                                       "initiator that fenced it died: no master")
 def test_initiator_dies_after_its_retake_and_the_fenced_winner_takes_over() -> None:
     """COMMIT reached the winner (TAKING, MASTER gen+1 in flight); the COMMIT timeout fires and the
-    initiator's fenced MASTER gen+2 reaches the switch first; then the initiator crashes. The
-    winner ignores initiator_gone while TAKING, its request is refused as stale and it goes OUT:
-    the switch is left without a master although a candidate with the state is alive.
-    Fix: remember initiator_gone while TAKING too, and on a refused MASTER with the initiator
-    gone, claim (the claim already holds this winner) and ask MASTER unfenced instead of going
-    out."""
+    initiator's fenced MASTER gen+2 reaches the switch first; then the initiator crashes.
+    (Was a bug: the winner ignored initiator_gone while TAKING, its request was refused as stale
+    and it went OUT: no master.) The refused winner now claims (the claim still holds it) and
+    asks MASTER unfenced."""
     w = World(1)
     w.play(lambda w: w.init.state is Mig.COMMITTED)
     w.play(lambda w: w.step_of("b") is Step.TAKING, hold=("up b",))
@@ -724,29 +683,40 @@ def test_initiator_dies_after_its_retake_and_the_fenced_winner_takes_over() -> N
     w.bridge.step(INIT)
     w.crash(INIT)
     w.quiesce(Random(0))
-    check_quiescent(w, frozenset())
+    check_quiescent(w)
+    assert w.bridge.masters() == ["b"] and w.ctl["b"].outcome == "rescued"
 
 
-@pytest.mark.xfail(strict=True, reason="the SWITCHED deadline drops the buffer although the "
-                                       "winner has not answered it")
 def test_winner_slow_to_flush_then_dying_loses_nothing() -> None:
     """The winner's MASTER took effect (the initiator is SWITCHED) but the winner is slow (a
-    SIGSTOP glitch) and has not answered its buffer when the SWITCHED deadline passes; the
-    initiator finishes "as END", drops its buffer and steps down; then the winner dies. The
-    buffered packet-ins are lost and the switch has no master.
-    Fix: do not guess END on the deadline while the winner may still be flushing: keep the
-    standby and the buffer until END_MIGRATION or the winner is gone (then retake), or let the
-    winner make END durable (e.g. write it to the bus) and check that on the deadline."""
+    SIGSTOP glitch) and has not answered its buffer when the SWITCHED deadline passes; then it
+    dies. (Was a bug: the initiator finished "as END" on the deadline, dropped its buffer and
+    stepped down: the packet-ins were lost and the switch had no master.) It now asks the winner
+    (END_QUERY) and keeps the standby and the buffer, so the winner's death makes it retake."""
     w = World(1)
     w.play(lambda w: w.step_of("b") is Step.TAKING)
     pid = w.raise_packet_in()
     w.play(lambda w: w.init.state is Mig.SWITCHED, hold=("down b",))
     w.tick(TIMEOUT)
-    assert w.init.outcome == "committed" and w.answers == {}
+    assert w.init.state is Mig.SWITCHED and w.answers == {}
+    assert [wire.decode(m).type for m in w.bus[(INIT, "b")]][-1:] == [wire.END_QUERY]
     w.crash("b")
     w.quiesce(Random(0))
-    check_quiescent(w, frozenset())
-    assert pid in w.answers
+    check_quiescent(w)
+    assert w.answers[pid] == [(INIT, "retake")] and w.init.outcome == "retaken"
+
+
+def test_a_lost_end_migration_is_asked_for_again() -> None:
+    """END_MIGRATION lost on the bus: the winner answers END_QUERY with it, and the migration
+    commits; nothing is answered twice."""
+    w = World(1)
+    w.play(lambda w: w.step_of("b") is Step.MASTER and w.init.state is Mig.SWITCHED
+           and bool(w.bus.get(("b", INIT))))
+    w.bus[("b", INIT)].clear()
+    w.tick(TIMEOUT)
+    w.quiesce(Random(0))
+    check_quiescent(w)
+    assert w.init.outcome == "committed" and "query" in w.init.t
 
 
 # -- the state machine ------------------------------------------------------------------------------
@@ -844,8 +814,7 @@ class ErcMigration(RuleBasedStateMachine):
         if self.w is not None:
             self.w.quiesce(Random(0))
             check_quiescent(self.w)
-            for bug in self.w.tolerated:
-                event(f"tolerated known bug: {bug}")
+            event(f"initiator {self.w.init.outcome or self.w.init.state.value}")
 
 
 TestErcMigration = ErcMigration.TestCase
