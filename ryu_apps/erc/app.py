@@ -26,7 +26,7 @@ import redis
 from ryu_apps import config, ofmsgs
 from ryu_apps.erc import core as erc
 from ryu_apps.erc import snapshot, wire
-from ryu_apps.kvs import StoreError, connect
+from ryu_apps.kvs import StoreError, connect, open_client
 from ryu_apps.loud import MARKER, loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
@@ -66,9 +66,8 @@ class ErcMigrator(compat.RyuApp):
         self.me = self.cfg.instance_id
         # Connected lazily: the bus may be reachable only once the network is up (controllers in
         # namespaces reach it over the management switch); the listener retries until it is.
-        self.bus = redis.Redis(host=self.cfg.bus_host, port=self.cfg.bus_port,
-                               password=self.cfg.bus_password, socket_timeout=5,
-                               socket_connect_timeout=2)
+        self.bus = open_client(self.cfg.bus_host, self.cfg.bus_port, self.cfg.bus_password,
+                               socket_timeout=5, socket_connect_timeout=2)
         self.initiating: Dict[int, erc.InitiatorCore] = {}
         self.joining: Dict[int, erc.CandidateCore] = {}
         self.replies: Dict[str, Tuple[str, str]] = {}  # mig -> (reply channel, request id)
@@ -121,7 +120,7 @@ class ErcMigrator(compat.RyuApp):
                 self._quiesce(dpid, lambda: self.work.put(lambda: self._snapshot(dpid)))
             rest = [a for a in actions if not isinstance(a, erc.TakeSnapshot)]
             if rest:
-                self.work.put(lambda: self._exec(dpid, core, rest))
+                self._enqueue(dpid, core, rest)
         except Exception:  # noqa: BLE001
             LOG.exception("%s in the flow-removed stream hook", MARKER)
 
@@ -152,7 +151,7 @@ class ErcMigrator(compat.RyuApp):
             actions = core.role_status(now, role, ev.generation_id)
         else:
             actions = core.role_confirmed(now, role, ev.generation_id)
-        self.work.put(lambda: self._exec(dpid, core, actions))
+        self._enqueue(dpid, core, actions)
 
     @compat.set_ev_cls(EventRoleRefused)
     @loud
@@ -161,7 +160,7 @@ class ErcMigrator(compat.RyuApp):
         core = self._core(dpid)
         if core is not None:
             actions = core.role_refused(time.monotonic())
-            self.work.put(lambda: self._exec(dpid, core, actions))
+            self._enqueue(dpid, core, actions)
 
     # -- the bus ----------------------------------------------------------------------------------
     def _listen(self) -> None:
@@ -215,12 +214,12 @@ class ErcMigrator(compat.RyuApp):
             core = self.initiating.get(msg.dpid)
             if core is not None and core.mig == msg.mig:
                 actions = core.on_peer(now, msg)
-                self.work.put(lambda: self._exec(msg.dpid, core, actions))
+                self._enqueue(msg.dpid, core, actions)
         elif msg.type in (wire.STATE, wire.COMMIT, wire.ROLLBACK, wire.END_QUERY):
             cand = self.joining.get(msg.dpid)
             if cand is not None and cand.mig == msg.mig:
                 actions = cand.on_peer(now, msg)
-                self.work.put(lambda: self._exec(msg.dpid, cand, actions))
+                self._enqueue(msg.dpid, cand, actions)
             elif msg.type == wire.COMMIT:
                 # Not ours (any more): say so, or the initiator waits for a ROLE_STATUS.
                 self.work.put(lambda: self._send(msg.dpid, msg.mig, msg.src, wire.REFUSE,
@@ -374,9 +373,20 @@ class ErcMigrator(compat.RyuApp):
             return
         self.joining[dpid] = cand
         LOG.info("%s: candidate for %#x in %s (initiator %s)", self.me, dpid, msg.mig, msg.src)
-        self.work.put(lambda: self._exec(dpid, cand, actions))
+        self._enqueue(dpid, cand, actions)
 
-    # -- carrying out actions (worker greenthread only) ---------------------------------------------
+    # -- carrying out actions (worker greenthread only, but for Release) ------------------------------
+    def _enqueue(self, dpid: int, core: Core, actions: List[Any]) -> None:
+        """Release at once, the rest in the worker's order. The core stopped buffering when it
+        returned a Release; the next packet-in may be read as soon as this greenthread yields,
+        and it must reach the apps after the released ones, not before."""
+        now = [a for a in actions if isinstance(a, erc.Release)]
+        rest = [a for a in actions if not isinstance(a, erc.Release)]
+        if now:
+            self._exec(dpid, core, now)
+        if rest:
+            self.work.put(lambda: self._exec(dpid, core, rest))
+
     def _worker(self) -> None:
         while True:
             job = self.work.get()
@@ -548,7 +558,7 @@ class ErcMigrator(compat.RyuApp):
             for dpid, core in cores:
                 actions = core.tick(now)
                 if actions:
-                    self.work.put(lambda d=dpid, c=core, a=actions: self._exec(d, c, a))
+                    self._enqueue(dpid, core, actions)
             if now - last_check >= LIVENESS_S:
                 last_check = now
                 try:
@@ -577,7 +587,7 @@ class ErcMigrator(compat.RyuApp):
                 if actions:
                     LOG.warning("%s: %s vanished from the bus (migration %s)", self.me, peer,
                                 core.mig)
-                    self.work.put(lambda d=dpid, c=core, a=actions: self._exec(d, c, a))
+                    self._enqueue(dpid, core, actions)
 
     def _forget_finished(self, now: float) -> None:
         for d in [d for d, c in self.initiating.items() if c.finished]:

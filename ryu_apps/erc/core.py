@@ -234,6 +234,7 @@ class CandTrack:
     gap_len: int = 0
     result: str = ""
     gen: Optional[int] = None
+    restore_ms: Optional[float] = None  # as the candidate measured it (STATE in -> restored)
 
 
 @dataclass
@@ -453,6 +454,9 @@ class InitiatorCore:
         if msg.body.get("digest") != self.digest:
             return self._fail(now, c, "state digest mismatch")
         c.state, c.t["ack"] = Cand.ACKED, now
+        restore_ms = msg.body.get("restore_ms")
+        if isinstance(restore_ms, (int, float)) and not isinstance(restore_ms, bool):
+            c.restore_ms = float(restore_ms)
         out: List[Action] = []
         if self.winner is None:
             out += self._decide(now, c)
@@ -553,7 +557,10 @@ class InitiatorCore:
             "total_ms": ms(t0, self.t.get("finish")), "phases_ms": phases,
             "detail": {c.id: {"state": c.state.value, "phase1_ms": ms(c.t.get("start"), c.t.get("status")),
                               "phase2_ms": ms(c.t.get("status"), c.t.get("ack")),
+                              "restore_ms": c.restore_ms,
+                              "marks_ms": {k: ms(t0, v) for k, v in c.t.items()},
                               "result": c.result} for c in self.cands.values()},
+            "marks_ms": {k: ms(t0, v) for k, v in self.t.items()},
             "state_bytes": len(self.snapshot or b""), "gap": max(
                 (c.gap_len for c in self.cands.values()), default=0), "buffered": self.buffered,
         }
@@ -611,6 +618,8 @@ class CandidateCore:
     rescue: bool = False
     outcome: str = ""
     finished_at: Optional[float] = None
+    state_at: Optional[float] = None
+    restore_ms: Optional[float] = None
 
     @classmethod
     def from_start(cls, now: float, me: str, msg: wire.Msg) -> Tuple["CandidateCore", List[Action]]:
@@ -696,6 +705,7 @@ class CandidateCore:
                     return self._out("malformed STATE") + [
                         Send(self.initiator, wire.REFUSE, {"reason": "malformed STATE"})]
                 snap, gap = msg.payload[:n], msg.payload[n:]
+            self.state_at = now
             return [Restore(snap, str(b.get("key") or ""), str(b.get("digest", "")), gap)]
         if msg.type == wire.COMMIT and self.step is Step.READY:
             gen = msg.body.get("gen")
@@ -711,6 +721,8 @@ class CandidateCore:
         if not self.live or self.restored:
             return []
         self.restored, self.digest, self.gap = True, digest, gap
+        if self.state_at is not None:
+            self.restore_ms = round((now - self.state_at) * 1000, 3)
         return self._maybe_ack()
 
     def flushed(self, now: float) -> List[Action]:
@@ -771,7 +783,10 @@ class CandidateCore:
     def _maybe_ack(self) -> List[Action]:
         if self.step is Step.EQUAL and self.marked and self.restored:
             self.step = Step.READY
-            return [Send(self.initiator, wire.STATE_ACK, {"digest": self.digest})]
+            body: Dict[str, Any] = {"digest": self.digest}
+            if self.restore_ms is not None:
+                body["restore_ms"] = self.restore_ms
+            return [Send(self.initiator, wire.STATE_ACK, body)]
         return []
 
     def _out(self, why: str) -> List[Action]:

@@ -250,6 +250,18 @@ def test_sent_ack_with_the_right_digest_commits_phase2() -> None:
     assert core.watched() == ["b"]
 
 
+@pytest.mark.parametrize("restore_ms,kept", [(12.5, 12.5), (True, None), ("3", None)])
+def test_the_record_has_every_mark_and_the_restore_time_the_candidate_reported(
+        restore_ms: Any, kept: Optional[float]) -> None:
+    core = initiator(("b",))
+    to_sent(core, "b")
+    core.on_peer(0.5, msg(wire.STATE_ACK, "b", {"digest": DIGEST, "restore_ms": restore_ms}))
+    rec = core.record()
+    assert rec["detail"]["b"]["restore_ms"] == kept
+    assert {"start", "freeze", "snapshot"} <= set(rec["marks_ms"])
+    assert {"start", "status", "marker", "state_sent", "ack"} <= set(rec["detail"]["b"]["marks_ms"])
+
+
 def test_sent_ack_with_a_bad_digest_fails_that_candidate() -> None:
     core = initiator(("b", "c"))
     to_sent(core, "b")
@@ -528,7 +540,7 @@ def ready(gap: Tuple[Pkt, ...] = (), **kw: Any) -> CandidateCore:
     (restore,) = core.on_peer(0.3, state_msg(gap))
     parsed = tuple(Pkt(b) for b in split_gap(restore.gap))
     assert core.restored_state(0.4, DIGEST, parsed) == [Send(INIT, wire.STATE_ACK,
-                                                             {"digest": DIGEST})]
+                                                             {"digest": DIGEST, "restore_ms": 100.0})]
     assert core.step is Step.READY
     return core
 
@@ -588,7 +600,8 @@ def test_restored_and_marked_acknowledges_the_digest_in_either_order(order: str)
     if order == "state first":
         assert out == [] and core.step is Step.EQUAL
         out = core.marker_seen(0.5, core.tag)
-    assert out == [Send(INIT, wire.STATE_ACK, {"digest": "digest-of-what-we-restored"})]
+    assert out == [Send(INIT, wire.STATE_ACK, {"digest": "digest-of-what-we-restored",
+                                                "restore_ms": 100.0})], "STATE in -> restored"
     assert core.step is Step.READY
 
 
