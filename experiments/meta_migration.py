@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -386,6 +387,8 @@ def parse_args(argv: Any) -> argparse.Namespace:
     p.add_argument("--configs", nargs="*", default=None,
                    help="run only configurations whose name contains one of these")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the testbed's directory (logs, "
+                   "Redis files); kept anyway when a run failed or a log shows a problem")
     p.add_argument("--rate", type=float, default=loadgen.DEFAULT_RATE, help="packet-ins per second")
     p.add_argument("--state-bytes", type=int, default=1_000_000, help="state size (DUMP bytes)")
     p.add_argument("--synthetic-macs", type=int, default=1000, help="synthetic MAC entries in the state")
@@ -425,7 +428,8 @@ def main(argv: Any = None) -> int:
     progress = common.Progress(NAME, len(configs) * (args.warmup + args.runs))
     runs: List[Dict[str, Any]] = []
     setup: Dict[str, Any] = {}
-    tb = Testbed(Path(tempfile.mkdtemp(prefix="sdnmig-meta-")), args)
+    workdir = Path(tempfile.mkdtemp(prefix="sdnmig-meta-"))
+    tb = Testbed(workdir, args)
     sent: Dict[str, Any] = {}
     problems: List[str] = []
     try:
@@ -454,6 +458,10 @@ def main(argv: Any = None) -> int:
         progress.note(f"controller logs show {len(problems)} problem(s): {problems[0]}")
     common.print_headline(doc["headline"])
     errors = [r for r in runs if r["error"]]
+    if errors or problems or args.keep:
+        progress.note(f"controller and Redis logs kept in {workdir}")
+    else:  # the instances' append-only files grow by the state size per migration
+        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if errors or problems else 0
 
 
