@@ -31,7 +31,7 @@ from ryu_apps.loud import MARKER, loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
 from ryu_apps.roles.events import (EventQuiesce, EventRelease, EventRoleChanged, EventRoleRefused,
-                                   mark_held)
+                                   EventStateMoved, mark_held)
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.erc")
@@ -50,7 +50,7 @@ _HCAS_DEL = ("if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then "
 
 class ErcMigrator(compat.RyuApp):
     OFP_VERSIONS = list(compat.OFPROTOS)
-    _EVENTS = [EventRelease, EventQuiesce]
+    _EVENTS = [EventRelease, EventQuiesce, EventStateMoved]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -141,17 +141,16 @@ class ErcMigrator(compat.RyuApp):
     @loud
     def _role_changed(self, ev: EventRoleChanged) -> None:
         dpid, role, now = ev.datapath.id, Role(ev.role), time.monotonic()
-        self._publish_master(dpid, role)
         core: Optional[Core] = self._core(dpid)
         if core is None and ev.by_status:
             core = self._winner(dpid, now)
-        if core is None:
-            return
-        if ev.by_status:
-            actions = core.role_status(now, role, ev.generation_id)
-        else:
-            actions = core.role_confirmed(now, role, ev.generation_id)
-        self._enqueue(dpid, core, actions)
+        if core is not None:
+            if ev.by_status:
+                actions = core.role_status(now, role, ev.generation_id)
+            else:
+                actions = core.role_confirmed(now, role, ev.generation_id)
+            self._enqueue(dpid, core, actions)
+        self._publish_master(dpid, role)  # after: a migration's next step does not wait on the bus
 
     @compat.set_ev_cls(EventRoleRefused)
     @loud
@@ -244,8 +243,8 @@ class ErcMigrator(compat.RyuApp):
                 LOG.warning("%s: fault injection: stalling %s to %s for %.1f s", self.me, kind,
                             to, arg)
                 compat.hub.sleep(arg)
-        self.bus.publish(wire.channel(to), wire.encode(
-            wire.Msg(kind, mig, dpid, self.me, body, payload, n)))
+        self.bus.publish(wire.channel(to), memoryview(wire.encode(  # a view: see snapshot.parse
+            wire.Msg(kind, mig, dpid, self.me, body, payload, n))))
 
     # -- operations -------------------------------------------------------------------------------
     def _op_migrate(self, req: wire.Msg) -> None:
@@ -413,7 +412,7 @@ class ErcMigrator(compat.RyuApp):
                 dp.send_msg(ofmsgs.marker_delete(dp, a.tag))
             elif isinstance(a, erc.PublishSnapshot):
                 assert isinstance(core, erc.InitiatorCore) and core.snapshot is not None
-                self.bus.set(wire.xfer_key(mig), core.snapshot, ex=120)
+                self.bus.set(wire.xfer_key(mig), memoryview(core.snapshot), ex=120)
             elif isinstance(a, erc.Restore):
                 self._restore(dpid, core, a)
             elif isinstance(a, erc.Release) and dp is not None:
@@ -428,6 +427,7 @@ class ErcMigrator(compat.RyuApp):
             elif isinstance(a, erc.DropState):
                 n = snapshot.drop(self.redis, dpid)
                 self.redis.srem(INCOMING_KEY, f"{dpid:016x}")
+                self.send_event_to_observers(EventStateMoved(dpid, False))
                 LOG.info("%s: dropped %d state key(s) of %#x", self.me, n, dpid)
             elif isinstance(a, erc.Standby) and dp is not None:
                 dp.send_msg(ofmsgs.set_async(dp, a.on))
@@ -467,6 +467,7 @@ class ErcMigrator(compat.RyuApp):
             if got == a.digest:
                 self.redis.sadd(INCOMING_KEY, f"{dpid:016x}")
                 snapshot.restore(self.redis, dpid, blob)
+                self.send_event_to_observers(EventStateMoved(dpid, True))
             gap = tuple(compat.parse_for(dp, raw) for raw in erc.split_gap(a.gap))
         except (snapshot.SnapshotError, wire.WireError, redis.RedisError) as e:
             LOG.error("%s: state of %#x not restored: %s", self.me, dpid, e)

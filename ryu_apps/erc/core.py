@@ -235,6 +235,7 @@ class CandTrack:
     result: str = ""
     gen: Optional[int] = None
     restore_ms: Optional[float] = None  # as the candidate measured it (STATE in -> restored)
+    phase3_ms: Optional[Dict[str, float]] = None  # the winner's own marks, from its COMMIT
 
 
 @dataclass
@@ -311,7 +312,7 @@ class InitiatorCore:
         if msg.type == wire.STATE_ACK:
             return self._on_ack(now, c, msg)
         if msg.type == wire.END_MIGRATION:
-            return self._on_end(now, c)
+            return self._on_end(now, c, msg)
         return []
 
     def marker_seen(self, now: float, tag: int) -> List[Action]:
@@ -483,10 +484,14 @@ class InitiatorCore:
         self.commit_gen = (self.generation_id + 1) & GEN_MASK
         return [Send(w.id, wire.COMMIT, {"gen": self.commit_gen})]
 
-    def _on_end(self, now: float, c: CandTrack) -> List[Action]:
+    def _on_end(self, now: float, c: CandTrack, msg: wire.Msg) -> List[Action]:
         if c.id != self.winner or self.state not in (Mig.COMMITTED, Mig.SWITCHED):
             return []
         self.t["end"] = now
+        marks = msg.body.get("marks_ms")
+        if isinstance(marks, dict):
+            c.phase3_ms = {str(k): float(v) for k, v in marks.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return self._finish_committed(now, "")
 
     def _finish_committed(self, now: float, reason: str) -> List[Action]:
@@ -557,7 +562,7 @@ class InitiatorCore:
             "total_ms": ms(t0, self.t.get("finish")), "phases_ms": phases,
             "detail": {c.id: {"state": c.state.value, "phase1_ms": ms(c.t.get("start"), c.t.get("status")),
                               "phase2_ms": ms(c.t.get("status"), c.t.get("ack")),
-                              "restore_ms": c.restore_ms,
+                              "restore_ms": c.restore_ms, "phase3_marks_ms": c.phase3_ms,
                               "marks_ms": {k: ms(t0, v) for k, v in c.t.items()},
                               "result": c.result} for c in self.cands.values()},
             "marks_ms": {k: ms(t0, v) for k, v in self.t.items()},
@@ -620,6 +625,7 @@ class CandidateCore:
     finished_at: Optional[float] = None
     state_at: Optional[float] = None
     restore_ms: Optional[float] = None
+    t: Dict[str, float] = field(default_factory=dict)  # own timing marks of phase 3
 
     @classmethod
     def from_start(cls, now: float, me: str, msg: wire.Msg) -> Tuple["CandidateCore", List[Action]]:
@@ -647,7 +653,7 @@ class CandidateCore:
                     Note(f"synthetic Controller_Status: {self.me} is EQUAL on {self.dpid:#x} "
                          f"(gen {generation_id}), relayed to {self.initiator}")]
         if self.step is Step.TAKING and role == Role.MASTER:
-            self.step = Step.FLUSHING
+            self.step, self.t["master"] = Step.FLUSHING, now
             msgs = tuple(self.gap) + tuple(self.buffer)
             self.gap, self.buffer = (), []
             return [Release(msgs, then_flushed=True)]
@@ -711,7 +717,7 @@ class CandidateCore:
             gen = msg.body.get("gen")
             if not isinstance(gen, int):
                 return []
-            self.step = Step.TAKING
+            self.step, self.t["commit"] = Step.TAKING, now
             return [RequestRole(Role.MASTER, gen & GEN_MASK, fenced=True)]
         if msg.type == wire.ROLLBACK and self.step not in (Step.TAKING, Step.FLUSHING):
             return self._out("rolled back: " + str(msg.body.get("reason", "")))
@@ -732,7 +738,10 @@ class CandidateCore:
         self.outcome = "rescued" if self.rescue else "won"
         out: List[Action] = []
         if not self.rescue:
-            out.append(Send(self.initiator, wire.END_MIGRATION, {}))
+            t0 = self.t.get("commit", now)
+            marks = {k: round((v - t0) * 1000, 3) for k, v in self.t.items()}
+            marks["flushed"] = round((now - t0) * 1000, 3)
+            out.append(Send(self.initiator, wire.END_MIGRATION, {"marks_ms": marks}))
         return out + [Finished(self.outcome)]
 
     def initiator_gone(self, now: float) -> List[Action]:

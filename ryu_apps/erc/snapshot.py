@@ -49,8 +49,11 @@ def dump(client: "redis.Redis", dpid: int) -> bytes:
     return bytes(out)
 
 
-def parse(blob: bytes) -> List[Tuple[bytes, int, bytes]]:
-    items, i = [], 0
+def parse(blob: bytes) -> List[Tuple[bytes, int, memoryview]]:
+    """The values are views into `blob`, not copies: each goes to the socket as it is (eventlet's
+    sendall re-slices what is left after every partial send, which copies a bytes value)."""
+    items: List[Tuple[bytes, int, memoryview]] = []
+    view, i = memoryview(blob), 0
     try:
         while i < len(blob):
             (klen,) = _HEAD.unpack_from(blob, i)
@@ -59,7 +62,7 @@ def parse(blob: bytes) -> List[Tuple[bytes, int, bytes]]:
             i += klen
             ttl, dlen = _MID.unpack_from(blob, i)
             i += _MID.size
-            data = blob[i:i + dlen]
+            data = view[i:i + dlen]
             if len(key) != klen or len(data) != dlen:
                 raise SnapshotError("truncated snapshot")
             i += dlen

@@ -10,18 +10,18 @@ to Redis serves many.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import redis
 
 from ryu_apps import config, ofmsgs
-from ryu_apps.learning.core import Forward, LearningCore
+from ryu_apps.learning.core import Forward, LearningCore, Mac
 from ryu_apps.kvs import StoreError, connect
 from ryu_apps.learning.store import L2Store
 from ryu_apps.loud import loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
-from ryu_apps.roles.events import EventQuiesce, EventRelease, EventRoleChanged
+from ryu_apps.roles.events import EventQuiesce, EventRelease, EventRoleChanged, EventStateMoved
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.learning")
@@ -44,6 +44,7 @@ class LearningSwitch(compat.RyuApp):
         self.writes: List[object] = []
         self.outbox: List[Tuple[Any, Any]] = []
         self.dirty: Set[int] = set()
+        self.staged: Dict[int, Dict[Mac, int]] = {}  # read ahead of MASTER (EventStateMoved)
         self.flush_lock = compat.hub.BoundedSemaphore(1)
         self.threads.append(compat.hub.spawn(self._safety_flush))
         LOG.info("%s: learning app on Redis %s:%d, master of %s", self.cfg.instance_id,
@@ -62,12 +63,22 @@ class LearningSwitch(compat.RyuApp):
         dp = ev.datapath
         if ev.role != Role.MASTER:
             self.core.forget_switch(dp.id)
+            if ev.role == Role.SLAVE:
+                self.staged.pop(dp.id, None)
             return
-        self._reload(dp.id)
+        self._reload(dp.id, self.staged.pop(dp.id, None))
         self.outbox.append((dp, ofmsgs.table_miss(dp, ofmsgs.LEARNING_COOKIE)))
         for msg in ev.released:
             self._answer(msg)
         self._flush_if_idle()
+
+    @compat.set_ev_cls(EventStateMoved)
+    @loud
+    def _state_moved(self, ev: EventStateMoved) -> None:
+        """Read a migrated-in state now, off the critical path of taking the switch over."""
+        self.staged.pop(ev.dpid, None)
+        if ev.present and not self.roles.is_master(ev.dpid):
+            self.staged[ev.dpid] = self.store.load(ev.dpid)
 
     @compat.set_ev_cls(EventRelease)
     @loud
@@ -153,11 +164,12 @@ class LearningSwitch(compat.RyuApp):
                 idle_timeout=self.cfg.flow_idle_timeout)))
         self.outbox.append((dp, ofmsgs.packet_out(dp, in_port, actions, msg.buffer_id, msg.data)))
 
-    def _reload(self, dpid: int) -> None:
-        table = self.store.load(dpid)
+    def _reload(self, dpid: int, staged: Optional[Dict[Mac, int]] = None) -> None:
+        table = self.store.load(dpid) if staged is None else staged
         self.core.load(dpid, table)
         self.dirty.discard(dpid)
-        LOG.info("%s: loaded %d host(s) of %#x from Redis", self.cfg.instance_id, len(table), dpid)
+        LOG.info("%s: loaded %d host(s) of %#x from Redis%s", self.cfg.instance_id, len(table),
+                 dpid, " (read when it migrated in)" if staged is not None else "")
 
     # -- group commit -------------------------------------------------------------------------------
     def _flush_if_idle(self) -> None:

@@ -25,13 +25,22 @@ def stats_key(dpid: int) -> str:
     return switch_prefix(dpid) + "l2:stats"
 
 
+#: The table as one string "mac port mac port ...": redis-py's pure-Python parser spends about
+#: 0.7 us per reply element, so HGETALL of 1000 hosts (2000 elements) took 1.4-1.8 ms against
+#: 0.5-0.7 ms this way (/tmp micro-benchmark, redis-py 8.1.0, Redis 7.0, 2026-11). Loading is on
+#: the critical path of taking a switch over.
+_FLAT_TABLE = "return table.concat(redis.call('HGETALL', KEYS[1]), ' ')"
+
+
 class L2Store:
     def __init__(self, client: "redis.Redis") -> None:
         self.client = client
+        self._flat_table = client.register_script(_FLAT_TABLE)
 
     def load(self, dpid: int) -> Dict[Mac, int]:
-        raw = self.client.hgetall(macs_key(dpid))
-        return {bytes.fromhex(k.decode().replace(":", "")): int(v) for k, v in raw.items()}
+        items = self._flat_table(keys=[macs_key(dpid)]).split()
+        return {bytes.fromhex(k.decode().replace(":", "")): int(v)
+                for k, v in zip(items[::2], items[1::2])}
 
     def stats(self, dpid: int) -> Dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(stats_key(dpid)).items()}

@@ -169,11 +169,11 @@ class RoleManager(compat.RyuApp):
             if isinstance(action, Settled):
                 LOG.info("%s: role on %#x is %s (gen %d)", self.cfg.instance_id, dp.id,
                          action.role.name, action.generation_id)
-                self.redis.hset(ROLES_KEY, f"{dp.id:016x}",
-                                f"{action.role.name} {action.generation_id}")
                 self.send_event_to_observers(
                     EventRoleChanged(dp, int(action.role), action.generation_id, released,
                                      action.by_status))
+                self.redis.hset(ROLES_KEY, f"{dp.id:016x}",
+                                f"{action.role.name} {action.generation_id}")
 
     def _ticker(self) -> None:
         while True:

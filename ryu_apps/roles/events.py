@@ -3,7 +3,8 @@
 The role manager emits `EventRoleChanged` and `EventRoleRefused`. A migration app emits
 `EventRelease` (answer these buffered packet-ins now, in order) and `EventQuiesce` (finish and
 commit everything queued before this event, then call `done`): apps that answer packet-ins handle
-both, so a switch's state can be moved at a precise point of its message stream.
+both, so a switch's state can be moved at a precise point of its message stream. It also emits
+`EventStateMoved` when it wrote or deleted a switch's state in this instance's Redis.
 """
 from __future__ import annotations
 
@@ -70,3 +71,17 @@ class EventQuiesce(compat.EventBase):
         super().__init__()
         self.dpid = dpid
         self.done = done
+
+
+class EventStateMoved(compat.EventBase):
+    """A migration replaced (`present`) or deleted this switch's state in this instance's Redis.
+
+    Sent while the instance is not the switch's MASTER, so nothing else writes those keys until
+    it is: an app that keeps a switch's state in memory may read it now instead of when MASTER
+    comes, which is on the migration's critical path (1.7 ms for 1000 learned hosts).
+    """
+
+    def __init__(self, dpid: int, present: bool) -> None:
+        super().__init__()
+        self.dpid = dpid
+        self.present = present

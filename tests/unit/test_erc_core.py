@@ -635,7 +635,8 @@ def test_taking_master_confirmed_releases_gap_then_buffer_in_order_then_ends() -
     assert out == [Release((pkt(1), pkt(2), pkt(3), pkt(4)), then_flushed=True)]
     assert core.step is Step.FLUSHING and core.buffer == [] and core.gap == ()
     assert core.packet_in(0.85, pkt(5)) is False, "flushing: answered as master"
-    assert core.flushed(0.9) == [Send(INIT, wire.END_MIGRATION, {}), Finished("won")]
+    marks = {"commit": 0.0, "master": 200.0, "flushed": 300.0}  # ms from COMMIT, for the record
+    assert core.flushed(0.9) == [Send(INIT, wire.END_MIGRATION, {"marks_ms": marks}), Finished("won")]
     assert core.step is Step.MASTER and not core.live
     assert core.flushed(1.0) == [] and core.tick(99.0) == []
 

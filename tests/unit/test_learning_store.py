@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ryu_apps.learning import store as store_mod
 from ryu_apps.learning.core import Count, Learn, LearningCore, mac_text
 from ryu_apps.learning.store import L2Store, StoreError, macs_key, stats_key, switch_prefix
+from tests.unit.fakebus import PrivateRedis
 
 H1 = bytes.fromhex("0000000000a1")
 H2 = bytes.fromhex("0000000000a2")
@@ -78,6 +79,11 @@ class FakeRedis:
 
     def hgetall(self, key: str) -> Dict[bytes, bytes]:
         return dict(self.data.get(_b(key), {}))
+
+    def register_script(self, source: str) -> Any:
+        """Only the store's flattening HGETALL (the real script runs in the test below)."""
+        assert source == store_mod._FLAT_TABLE
+        return lambda keys: b" ".join(x for kv in self.hgetall(keys[0]).items() for x in kv)
 
 
 @pytest.fixture
@@ -245,3 +251,20 @@ def test_connect_turns_redis_errors_into_one_line_store_errors(
         store_mod.connect("10.0.0.9", 16379, "pw")
     assert "10.0.0.9:16379" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_load_through_a_real_redis_gives_back_every_host(tmp_path: Any) -> None:
+    """The Lua flattening against Redis itself: 1000 hosts, an empty switch, a forgotten host."""
+    server = PrivateRedis(tmp_path)
+    try:
+        store = L2Store(server.connect())
+        table = {bytes([2, 0x5A, 0, 0, i >> 8, i & 0xFF]): i % 48 + 1 for i in range(1000)}
+        store.commit([Learn(7, mac, port) for mac, port in table.items()])
+        assert store.load(7) == table
+        assert store.load(8) == {}
+        gone = next(iter(table))
+        store.commit([Learn(7, gone, None)])
+        del table[gone]
+        assert store.load(7) == table
+    finally:
+        server.close()
