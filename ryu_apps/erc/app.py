@@ -465,6 +465,10 @@ class ErcMigrator(compat.RyuApp):
                     raise snapshot.SnapshotError(f"published snapshot {a.key} is gone")
             got = snapshot.digest(blob)
             if got == a.digest:
+                if "write" in self.faults:
+                    LOG.warning("%s: fault injection: writing the state of %#x fails", self.me,
+                                dpid)
+                    raise redis.ConnectionError("fault injection: Redis unreachable")
                 self.redis.sadd(INCOMING_KEY, f"{dpid:016x}")
                 snapshot.restore(self.redis, dpid, blob)
                 self.send_event_to_observers(EventStateMoved(dpid, True))
@@ -627,16 +631,20 @@ class ErcMigrator(compat.RyuApp):
 
 def _parse_faults(text: str) -> Dict[str, Tuple[str, Any]]:
     """Testing only. 'drop:TYPE[:N]' loses the Nth outgoing TYPE, 'stall:TYPE:S' sends every
-    outgoing TYPE S seconds late, 'hold:TYPE:S' handles every incoming TYPE S seconds late.
-    -> {type or 'in:'+type: (what, arg)}"""
+    outgoing TYPE S seconds late, 'hold:TYPE:S' handles every incoming TYPE S seconds late,
+    'failwrite' makes restoring a received state fail as an unreachable Redis would.
+    -> {type or 'in:'+type or 'write': (what, arg)}"""
     faults: Dict[str, Tuple[str, Any]] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
+        if item == "failwrite":
+            faults["write"] = ("fail", 1)
+            continue
         parts = item.split(":")
         if len(parts) < 2 or parts[0] not in ("drop", "stall", "hold") \
                 or parts[1] not in wire.PEER_TYPES:
             raise SystemExit(f"sdnmig: [sdnmig] fault {item!r}: use drop:TYPE[:N], "
-                             "stall:TYPE:SECONDS or hold:TYPE:SECONDS with TYPE one of "
-                             + ", ".join(wire.PEER_TYPES))
+                             "stall:TYPE:SECONDS, hold:TYPE:SECONDS (TYPE one of "
+                             + ", ".join(wire.PEER_TYPES) + ") or failwrite")
         try:
             arg = int(parts[2]) if parts[0] == "drop" and len(parts) > 2 else (
                 1 if parts[0] == "drop" else float(parts[2]))

@@ -160,6 +160,21 @@ def test_winner_dies_right_after_commit_old_master_retakes(controllers, mininet,
         b.assert_exactly_once("c1")
 
 
+def test_candidate_whose_restore_fails_refuses_and_fixed_rolls_back(controllers, mininet):
+    """Its Redis refuses the state: it says so (REFUSE) instead of acknowledging, and goes back
+    to SLAVE with nothing written; the initiator, still MASTER, answers its buffer."""
+    b = Bench(controllers, mininet, n=2, conf={"c2": {"fault": "failwrite"}})
+    before = b.macs("c1")
+    b.ping_load()
+    rec = b.migrate(fixed="c2")
+    assert rec["outcome"] == "aborted" and "Redis unreachable" in rec["reason"], rec
+    ping = b.ping_result()
+    assert ping["received"] == ping["sent"] and ping["duplicates"] == 0, ping
+    assert b.role("c1") == "MASTER" and b.macs("c1") == before
+    b.assert_released("c2")
+    b.assert_exactly_once("c1")
+
+
 @pytest.mark.parametrize("fault,expect_state", [("stall:STATE:5", False),
                                                 ("stall:COMMIT:5", True)])
 def test_initiator_dies_switch_has_a_master_within_2s(controllers, mininet, fault, expect_state):

@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from random import Random
@@ -819,5 +820,7 @@ class ErcMigration(RuleBasedStateMachine):
 
 TestErcMigration = ErcMigration.TestCase
 TestErcMigration.settings = settings(
-    max_examples=400, stateful_step_count=40, deadline=None,
+    # ERC_MODEL_EXAMPLES=10000 for a long search (the suite runs 400)
+    max_examples=int(os.environ.get("ERC_MODEL_EXAMPLES", "400")), stateful_step_count=40,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
