@@ -45,6 +45,10 @@ def test_fixed_erc_moves_role_state_and_every_packet_in(controllers, mininet, pr
     assert b.switch_keys("c1") == [], "the old master kept the switch's state"
     b.assert_exactly_once("c2")
     b.wait_log("c2", "synthetic Controller_Status")
+    # The winner's learning app took the table it read when the state was restored (before
+    # MASTER); the state in Redis is checked above, the table it forwards by here.
+    b.wait_log("c2", f"loaded {len(before)} host(s) of {DPID:#x} from Redis (read when it "
+                     "migrated in)")
     # The old master learnt of its demotion from the switch itself (OF1.3: ONF experimenter).
     b.wait_log("c1", "reports our role is now SLAVE")
     hist = b.bus.lrange("mig:history", 0, -1)
