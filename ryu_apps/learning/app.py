@@ -78,7 +78,11 @@ class LearningSwitch(compat.RyuApp):
         """Read a migrated-in state now, off the critical path of taking the switch over."""
         self.staged.pop(ev.dpid, None)
         if ev.present and not self.roles.is_master(ev.dpid):
-            self.staged[ev.dpid] = self.store.load(ev.dpid)
+            try:
+                self.staged[ev.dpid] = self.store.load(ev.dpid)
+            except redis.RedisError as e:  # only a head start: MASTER reads it again
+                LOG.warning("%s: state of %#x not read ahead: %s", self.cfg.instance_id,
+                            ev.dpid, e)
 
     @compat.set_ev_cls(EventRelease)
     @loud
