@@ -26,18 +26,18 @@ class StoreError(Exception):
 #: recv() size of every client. A snapshot (DUMP) or STATE of 1 MB arrives in 16 reads at redis-py's
 #: default 64 KiB, each a trip through the parser's buffer (and under eventlet, the hub): 2.0-2.3
 #: ms to DUMP 1 MB against 1.2-1.5 ms with 1 MiB reads; small replies cost the same (about 110 us
-#: either way). /tmp micro-benchmark on loopback, redis-py 8.1.0, 2026-11.
+#: either way). experiments/client_costs.py, redis-py 8.1.0, 2026-11.
 READ_SIZE = 1 << 20
 #: redis-py 7.0 (the Ryu environment) has no such option.
-_HAS_READ_SIZE = "socket_read_size" in inspect.signature(redis.Redis.__init__).parameters
+HAS_READ_SIZE = "socket_read_size" in inspect.signature(redis.Redis.__init__).parameters
 
 
 def open_client(host: str, port: int, password: str | None, **kw: object) -> "redis.Redis":
     """A client speaking RESP2. redis-py 8 defaults to RESP3, whose parser formats every pub/sub
     message into a debug string whether or not debug logging is on: 10 ms of CPU per megabyte
     received (a 1 MB STATE took 11.6 ms from PUBLISH to the subscriber, 1.5 ms with RESP2;
-    /tmp micro-benchmark, redis-py 8.1.0, 2026-11). RESP2 is also what redis-py 7 speaks."""
-    if _HAS_READ_SIZE:
+    experiments/client_costs.py, redis-py 8.1.0, 2026-11). RESP2 is also what redis-py 7 speaks."""
+    if HAS_READ_SIZE:
         kw.setdefault("socket_read_size", READ_SIZE)
     return redis.Redis(host=host, port=port, password=password, protocol=2,
                        **kw)  # type: ignore[arg-type]

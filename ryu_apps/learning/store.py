@@ -27,7 +27,7 @@ def stats_key(dpid: int) -> str:
 
 #: The table as one string "mac port mac port ...": redis-py's pure-Python parser spends about
 #: 0.7 us per reply element, so HGETALL of 1000 hosts (2000 elements) took 1.4-1.8 ms against
-#: 0.5-0.7 ms this way (/tmp micro-benchmark, redis-py 8.1.0, Redis 7.0, 2026-11). Loading is on
+#: 0.5-0.7 ms this way (experiments/client_costs.py, redis-py 8.1.0, Redis 7.0). Loading is on
 #: the critical path of taking a switch over.
 _FLAT_TABLE = "return table.concat(redis.call('HGETALL', KEYS[1]), ' ')"
 
