@@ -108,7 +108,8 @@ class Glitcher:
         self._wire = wire
         self.pids = dict(pids)
         self._stop = threading.Event()
-        # headers only: reading every 1 MB snapshot would cost the experiment CPU mid-migration
+        # Snapshots travel on ercdata:<id>, which erc:* does not match (ryu_apps/erc/wire.py); the
+        # tap reads headers only anyway, so a payload on a control channel would cost it little.
         self._tap = bustap.BusTap(host, port, password, wire.CHANNEL_PREFIX + "*", self._stop.is_set)
         self._lock = threading.Lock()
         self.starts: Dict[Tuple[str, str], float] = {}

@@ -10,8 +10,9 @@ State. Before each configuration c1's state for s1 (`sw:<dpid>:*`: the real lear
 counters, plus synthetic MAC entries and a random pad string, experiments/statepad.py) is brought
 to the target size (default 1 MB, as DUMP lengths).
 
-Load and glitches. A candidate's load L is a cgroup v1 CPU quota of (1 - L) of one core on its
-controller process (experiments/cpuload.py; c1 and the Redis servers are never limited). Glitches
+Load and glitches. A candidate's load L is a cgroup v1 CPU quota of (1 - L) of one core shared
+by its controller process and its own Redis (experiments/cpuload.py: 10 ms period; c1, its Redis
+and the bus are never limited). Glitches
 pause a candidate's controller with SIGSTOP/SIGCONT for a Pareto time at a random moment between
 its START and STATE_ACK (experiments/glitch.py, which says how the moment is drawn).
 
@@ -70,8 +71,8 @@ COUNTERS = {
           "send()/recv() bypass these counters (kept because they were asked for)",
     "redis": "INFO stats total_net_input_bytes/total_net_output_bytes deltas of each instance's "
              "Redis (c1..c4) and of the bus; each includes the measuring INFO exchange (~2 KB); "
-             "in glitch configurations the bus also sends every message once more to the "
-             "experiment's watcher (which reads only the header lines)",
+             "in glitch configurations the bus also sends every control message (erc:*, not "
+             "the snapshots on ercdata:*) once more to the experiment's watcher",
     "window_s": "wall time between the two readings around ops.migrate",
     "total_ms": "the initiator's total migration time (record total_ms); the timeout if the "
                 "migration did not commit",
@@ -117,7 +118,8 @@ class Testbed:
         self.sender = loadgen.HostSender(host, self.args.rate, self.args.seed,
                                          self.workdir / "loadgen.json")
         for c in plan.CANDIDATES:
-            self.quotas[c] = cpuload.CpuQuota(f"sdnmig-{topo.prefix}-{c}", self.pids[c],
+            self.quotas[c] = cpuload.CpuQuota(f"sdnmig-{topo.prefix}-{c}",
+                                              (self.pids[c], self.insts[c].redis_pid),
                                               period_us=self.args.period_us)
 
     def settle(self, timeout: float = 30.0) -> None:

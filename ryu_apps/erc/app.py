@@ -166,7 +166,7 @@ class ErcMigrator(compat.RyuApp):
         while True:
             try:
                 ps = self.bus.pubsub(ignore_subscribe_messages=True)
-                ps.subscribe(wire.channel(self.me))
+                ps.subscribe(wire.channel(self.me), wire.data_channel(self.me))
                 for item in ps.listen():
                     if item.get("type") == "message":
                         self._on_bus(item["data"])
@@ -243,8 +243,8 @@ class ErcMigrator(compat.RyuApp):
                 LOG.warning("%s: fault injection: stalling %s to %s for %.1f s", self.me, kind,
                             to, arg)
                 compat.hub.sleep(arg)
-        self.bus.publish(wire.channel(to), memoryview(wire.encode(  # a view: see snapshot.parse
-            wire.Msg(kind, mig, dpid, self.me, body, payload, n))))
+        data = memoryview(wire.encode(wire.Msg(kind, mig, dpid, self.me, body, payload, n)))
+        self.bus.publish(wire.channel_for(to, payload), data)  # a view: see snapshot.parse
 
     # -- operations -------------------------------------------------------------------------------
     def _op_migrate(self, req: wire.Msg) -> None:

@@ -37,6 +37,8 @@ Initiator, migration:
 | state     | event                                   | action                                        | next      |
 |-----------|-----------------------------------------|-----------------------------------------------|-----------|
 | RUNNING   | commit point reached by cand w          | claim(w), ROLLBACK every other live cand      | RUNNING*  |
+|           |   (phase 2: w is ACKED, so it is also   |   (claim(w), COMMIT, then the ROLLBACKs: the  |           |
+|           |   the row below, in one step)           |   winner's request goes out first)            |           |
 | RUNNING   | start                                   | standby async (before any marker), START      | RUNNING   |
 | RUNNING*  | winner ACKED                            | COMMIT(gen+1)                                 | COMMITTED |
 | RUNNING   | every cand FAILED / deadline / cancel   | ROLLBACK all, release buffer                  | ABORTED   |
@@ -432,7 +434,8 @@ class InitiatorCore:
                                   f"{'synthetic' if msg.body.get('synthetic') else 'switch'} "
                                   "Controller_Status)")]
         if self.commit == "phase1" and self.winner is None:
-            out += self._decide(now, c)
+            claim, rollbacks = self._decide(now, c)
+            out += claim + rollbacks
         if self.winner is None or self.winner == c.id:
             out.append(PlaceMarker(self.tag_base + c.index))
         return out
@@ -458,23 +461,21 @@ class InitiatorCore:
         restore_ms = msg.body.get("restore_ms")
         if isinstance(restore_ms, (int, float)) and not isinstance(restore_ms, bool):
             c.restore_ms = float(restore_ms)
-        out: List[Action] = []
-        if self.winner is None:
-            out += self._decide(now, c)
-        if self.winner == c.id:
-            out += self._commit(now, c)
-        return out
+        if self.winner is None:  # phase-2 commit: COMMIT goes out before the losers' ROLLBACKs
+            claim, rollbacks = self._decide(now, c)
+            return claim + self._commit(now, c) + rollbacks
+        return self._commit(now, c) if self.winner == c.id else []
 
-    def _decide(self, now: float, w: CandTrack) -> List[Action]:
-        """The committing point: w wins, every other live candidate is rolled back."""
+    def _decide(self, now: float, w: CandTrack) -> Tuple[List[Action], List[Action]]:
+        """The committing point: w wins (claimed first), every other live candidate is rolled back."""
         self.winner = w.id
         self.t["decide"] = now
-        out: List[Action] = [Claim(w.id)]
+        rollbacks: List[Action] = []
         for c in self.cands.values():
             if c is not w and c.state not in (Cand.FAILED, Cand.LOSER):
                 c.state, c.result = Cand.LOSER, "lost the race"
-                out.append(Send(c.id, wire.ROLLBACK, {"reason": f"{w.id} won"}))
-        return out
+                rollbacks.append(Send(c.id, wire.ROLLBACK, {"reason": f"{w.id} won"}))
+        return [Claim(w.id)], rollbacks
 
     def _commit(self, now: float, w: CandTrack) -> List[Action]:
         w.state = Cand.WINNER

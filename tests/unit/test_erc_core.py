@@ -240,11 +240,12 @@ def test_split_gap_rejects_truncated_data() -> None:
 
 
 def test_sent_ack_with_the_right_digest_commits_phase2() -> None:
+    """The winner's COMMIT goes out before the losers' ROLLBACKs: it is the one on the clock."""
     core = initiator(("b", "c"))
     to_sent(core, "b")
     out = core.on_peer(0.5, ack("b"))
-    assert out == [Claim("b"), Send("c", wire.ROLLBACK, {"reason": "b won"}),
-                   Send("b", wire.COMMIT, {"gen": GEN + 1})]
+    assert out == [Claim("b"), Send("b", wire.COMMIT, {"gen": GEN + 1}),
+                   Send("c", wire.ROLLBACK, {"reason": "b won"})]
     assert core.cands["b"].state is Cand.WINNER and core.cands["c"].state is Cand.LOSER
     assert core.state is Mig.COMMITTED and core.commit_gen == GEN + 1
     assert core.watched() == ["b"]

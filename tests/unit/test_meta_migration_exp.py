@@ -115,10 +115,16 @@ def test_pause_stops_then_always_continues_a_real_process() -> None:
 
 # -- CPU quotas -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("load,quota", [(0.9, 10000), (0.1, 90000), (0.5, 50000), (0.75, 25000),
-                                        (0.0, -1), (0.999, cpuload.MIN_QUOTA_US)])
+@pytest.mark.parametrize("load,quota", [(0.9, 1000), (0.1, 9000), (0.5, 5000), (0.75, 2500),
+                                        (0.0, -1)])
 def test_quota_leaves_one_minus_load_of_a_core(load: float, quota: int) -> None:
     assert cpuload.quota_us(load) == quota
+
+
+def test_a_load_the_period_cannot_express_is_refused_not_weakened() -> None:
+    with pytest.raises(ValueError, match="minimum"):
+        cpuload.quota_us(0.95)
+    assert cpuload.quota_us(0.95, period_us=100_000) == 5000
 
 
 @pytest.mark.parametrize("load", [-0.1, 1.0, 2.0])
@@ -139,19 +145,21 @@ def test_cpu_cgroup_is_read_from_the_cpu_hierarchy(tmp_path: Path) -> None:
 def test_cpu_quota_files_on_a_stand_in_hierarchy(tmp_path: Path) -> None:
     """What apply and set_load write (the real cgroupfs, where rmdir works on a group that still
     shows its control files, is exercised by the experiment and its manual check)."""
-    q = cpuload.CpuQuota("sdnmig-t-c2", pid=os.getpid(), root=tmp_path)
+    q = cpuload.CpuQuota("sdnmig-t-c2", (os.getpid(),), root=tmp_path)
     q.remove()  # never made: nothing to undo
     q.apply(0.9)
-    assert (q.dir / "cpu.cfs_quota_us").read_text() == "10000"
-    assert (q.dir / "cpu.cfs_period_us").read_text() == "100000"
+    assert (q.dir / "cpu.cfs_quota_us").read_text() == "1000"
+    assert (q.dir / "cpu.cfs_period_us").read_text() == "10000"
     assert (q.dir / "cgroup.procs").read_text() == str(os.getpid())
     assert q.load == 0.9
     q.set_load(0.0)
     assert (q.dir / "cpu.cfs_quota_us").read_text() == "-1"
     q.set_load(0.5)
-    assert (q.dir / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (q.dir / "cpu.cfs_quota_us").read_text() == "5000"
     with pytest.raises(ValueError):
-        cpuload.CpuQuota("a/b", pid=1, root=tmp_path)
+        cpuload.CpuQuota("a/b", (1,), root=tmp_path)
+    with pytest.raises(ValueError):
+        cpuload.CpuQuota("empty", (), root=tmp_path)
 
 
 # -- state padding --------------------------------------------------------------------------------
