@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -84,3 +84,23 @@ def mininet(request: Any) -> Iterator[Callable[..., Any]]:
         except Exception as e:  # noqa: BLE001 -- reported below, after every net was tried
             errors.append(e)
     assert not errors, f"could not stop a network: {errors}"
+
+
+@pytest.fixture
+def namespaced(controllers: Controllers, mininet: Callable[..., Any]) -> Callable[..., Any]:
+    """Factory: `namespaced(topo, n, **start_opts)` -> (network, instances): n instances started
+    in the namespaces of `topo.controller_nodes()`, before the switches look for them."""
+
+    def make(topo: Any, n: int, **opts: Any) -> Tuple[Any, List[Any]]:
+        started: List[Any] = []
+
+        def start(net: Any) -> List[Any]:
+            nodes = topo.controller_nodes()
+            started.extend(controllers.start(n, hosts=[addr for _, addr in nodes],
+                                             netns_pids=[net.get(name).pid for name, _ in nodes],
+                                             **opts))
+            return started
+
+        return mininet(topo, [], before_start=start), started
+
+    return make

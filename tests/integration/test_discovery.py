@@ -100,18 +100,9 @@ def test_the_command_line_browser_lists_the_instances(controllers):
         assert f"tcp:127.0.0.1:{inst.of_port}" in out, out
 
 
-def test_instances_in_separate_namespaces_find_each_other(controllers, mininet):
+def test_instances_in_separate_namespaces_find_each_other(controllers, namespaced):
     topo = MetaTopo(switches=2, controllers=3, namespaces=True, prefix=unique_prefix())
-    started = []
-
-    def start_in_namespaces(net):
-        nodes = topo.controller_nodes()
-        started.extend(controllers.start(
-            3, master="none", hosts=[addr for _, addr in nodes],
-            netns_pids=[net.get(name).pid for name, _ in nodes], bus_host="10.254.0.254"))
-        return started
-
-    net = mininet(topo, [], before_start=start_in_namespaces)
+    net, started = namespaced(topo, 3, master="none", bus_host="10.254.0.254")
     nodes = [net.get(name) for name, _ in topo.controller_nodes()]
     poll(lambda: _all_see_each_other(started, nodes), DEADLINE_S,
          "each namespaced instance to see the other two")

@@ -28,20 +28,11 @@ def test_auto_candidates_come_from_zeroconf_on_loopback(controllers, mininet):
     b.assert_exactly_once(rec["winner"])
 
 
-def test_meta_migration_between_controllers_in_separate_namespaces(controllers, mininet):
+def test_meta_migration_between_controllers_in_separate_namespaces(controllers, namespaced):
     topo = MetaTopo(switches=2, controllers=4, namespaces=True, prefix=unique_prefix())
-    started = []
-
-    def start_in_namespaces(net):
-        nodes = topo.controller_nodes()
-        for i, (name, addr) in enumerate(nodes):
-            started.extend(controllers.start(
-                1, apps=("learning", "erc"), ids=[f"c{i + 1}"], master="first" if i == 0 else "none",
-                hosts=[addr], netns_pids=[net.get(name).pid], bus_host="10.254.0.254"))
-        return started
-
-    net = mininet(topo, [], before_start=start_in_namespaces)
+    net, started = namespaced(topo, 4, apps=("learning", "erc"), bus_host="10.254.0.254")
     c1 = started[0]
+    assert [i.id for i in started] == ["c1", "c2", "c3", "c4"]
     data = [s for s in topo.switches() if not s.endswith("m0")]
     wait_roles(net, started, {s: "c1" for s in data})
     poll(lambda: set(_peers(c1)) == {"c2", "c3", "c4"}, 30,

@@ -64,19 +64,9 @@ def test_lime_ensemble_and_vnm_testbeds_are_wired_as_specified(controllers, mini
             _assert_suite_bridge(sw)
 
 
-def test_meta_testbed_with_controllers_in_their_own_namespaces(controllers, mininet):
+def test_meta_testbed_with_controllers_in_their_own_namespaces(namespaced):
     topo = MetaTopo(switches=3, controllers=2, namespaces=True, prefix=unique_prefix())
-    started = []
-
-    def start_in_namespaces(net):
-        nodes = topo.controller_nodes()
-        started.extend(controllers.start(
-            2, hosts=[addr for _, addr in nodes],
-            netns_pids=[net.get(name).pid for name, _ in nodes]))
-        return started
-
-    net = mininet(topo, [], before_start=start_in_namespaces)
-    c1, c2 = started
+    net, (c1, c2) = namespaced(topo, 2)
     assert (c1.host, c2.host) == ("10.254.0.1", "10.254.0.2")
     data_switches = [s for s in topo.switches() if not s.endswith("m0")]
     wait_roles(net, [c1, c2], {s: "c1" for s in data_switches})
