@@ -1,4 +1,4 @@
-"""Controller load as a cgroup v1 CPU quota: load L leaves the process (1 - L) of one core.
+"""Controller load as a cgroup v1 CPU quota: load L leaves the instance (1 - L) of one core.
 
 The paper loaded its controller machines with stress-ng; on one 2-core machine running four
 controllers that would load all of them at once, so instead each candidate instance (its controller
@@ -13,8 +13,10 @@ period's budget. With the kernel's default 100 ms, a controller at 90 % load may
 unthrottled, about all a ~15 ms migration needs of it, and Fixed toward the 90 % candidate took as
 long in the median as toward the 10 % one (15.3 vs 15.2 ms, 15 runs each, `meta_migration.py
 --quick --period-us 100000`). At 10 ms, the shortest period at which a 90 % load is still exact
-(the kernel refuses quotas under 1 ms), the share holds at the migration's own timescale. `remove()` moves the process back to the cgroup it came from and
-deletes the group; the group names carry a per-run prefix so nothing else is touched.
+(the kernel refuses quotas under 1 ms), the share holds at the migration's own timescale.
+
+`remove()` moves the processes back to the cgroups they came from and deletes the group; the group
+names carry a per-run prefix so nothing else is touched.
 """
 from __future__ import annotations
 
