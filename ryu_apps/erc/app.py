@@ -219,16 +219,11 @@ class ErcMigrator(compat.RyuApp):
             if cand is not None and cand.mig == msg.mig:
                 actions = cand.on_peer(now, msg)
                 self._enqueue(msg.dpid, cand, actions)
-            elif msg.type == wire.COMMIT:
-                # Not ours (any more): say so, or the initiator waits for a ROLE_STATUS.
-                self.work.put(lambda: self._send(msg.dpid, msg.mig, msg.src, wire.REFUSE,
-                                                 {"reason": "not a candidate"}))
-            elif msg.type == wire.END_QUERY:
-                # The winner that stopped lingering: it answered everything if it is MASTER.
-                master = self.roles.is_master(msg.dpid)
-                self.work.put(lambda: self._send(
-                    msg.dpid, msg.mig, msg.src, *((wire.END_MIGRATION, {"again": True}) if master
-                                                  else (wire.REFUSE, {"reason": "not master"}))))
+            else:
+                answer = erc.answer_stray(msg, self.roles.is_master(msg.dpid))
+                if answer is not None:
+                    self.work.put(lambda: self._send(msg.dpid, msg.mig, answer.to, answer.type,
+                                                     answer.body))
 
     def _send(self, dpid: int, mig: str, to: str, kind: str, body: Dict[str, Any],
               payload: bytes = b"") -> None:

@@ -76,6 +76,8 @@ Candidate:
 | CLAIMING | claim won                                 | MASTER (normal request)                  | TAKING   |
 | CLAIMING | claim lost                                | SLAVE, drop buffer and state             | OUT      |
 | any      | message for another migration             | ignore                                   | same     |
+| (none)   | COMMIT (not a candidate now)              | REFUSE (answer_stray)                    | -        |
+| (none)   | END_QUERY (winner done lingering)         | END_MIGRATION if MASTER, else REFUSE     | -        |
 (TAKING+ is TAKING, FLUSHING or MASTER; a rescuer does not claim twice. "Demoted" in MASTER
 means the initiator retook the switch after the winner finished: its copy of the state goes.)
 
@@ -595,6 +597,21 @@ def split_gap(data: bytes) -> List[bytes]:
 
 
 # -- candidate --------------------------------------------------------------------------------------
+def answer_stray(msg: wire.Msg, master: bool) -> Optional[Send]:
+    """The answer of an instance with no candidacy (any more) for msg's migration, if it owes one.
+
+    A COMMIT left unanswered would make the initiator wait for a ROLE_STATUS that never comes. An
+    END_QUERY reaches a winner that stopped lingering: if it is still MASTER it answered its whole
+    buffer before it finished, so END_MIGRATION is true; if not, the initiator must retake."""
+    if msg.type == wire.COMMIT:
+        return Send(msg.src, wire.REFUSE, {"reason": "not a candidate"})
+    if msg.type == wire.END_QUERY:
+        if master:
+            return Send(msg.src, wire.END_MIGRATION, {"again": True})
+        return Send(msg.src, wire.REFUSE, {"reason": "not master"})
+    return None
+
+
 class Step(enum.Enum):
     JOINING = "joining"
     EQUAL = "equal"

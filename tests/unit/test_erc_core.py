@@ -14,7 +14,7 @@ import pytest
 
 from ryu_apps.erc import wire
 from ryu_apps.erc.core import (COMMIT_TIMEOUT_S, LINGER_S, QUERY_EVERY_S, RESCUE_GRACE_S, Cand,
-                               CandidateCore, Claim,
+                               CandidateCore, Claim, answer_stray,
                                DropBuffer, DropState, Finished, InitiatorCore, Mig,
                                MigrationError, Note, PlaceMarker, PublishSnapshot, Release,
                                RequestRole, Restore, Send, Standby, Step, TakeSnapshot, split_gap)
@@ -873,3 +873,15 @@ def test_abandon_goes_out_like_a_rollback_and_only_once() -> None:
     out = core.abandon(1.5, "restore failed: boom")
     assert RequestRole(Role.SLAVE) in out and DropState() in out
     assert core.step is Step.OUT and core.abandon(1.6, "again") == []
+
+
+@pytest.mark.parametrize("kind,master,answer", [
+    (wire.COMMIT, False, (wire.REFUSE, {"reason": "not a candidate"})),
+    (wire.COMMIT, True, (wire.REFUSE, {"reason": "not a candidate"})),
+    (wire.END_QUERY, True, (wire.END_MIGRATION, {"again": True})),
+    (wire.END_QUERY, False, (wire.REFUSE, {"reason": "not master"})),
+    (wire.STATE, True, None), (wire.ROLLBACK, False, None)])
+def test_an_instance_without_candidacy_answers_only_what_the_initiator_waits_for(
+        kind: str, master: bool, answer: Optional[Tuple[str, Dict[str, Any]]]) -> None:
+    got = answer_stray(wire.Msg(kind, "m1", 1, "a", {}), master)
+    assert got == (None if answer is None else Send("a", *answer))
