@@ -30,7 +30,7 @@ import redis  # noqa: E402
 from experiments.common import (Progress, add_convention_args, plot_panels, print_headline,  # noqa: E402
                                 result_document, summarize, write_json)
 from ryu_apps.kvs import HAS_READ_SIZE, open_client  # noqa: E402
-from ryu_apps.learning.core import Learn  # noqa: E402
+from ryu_apps.learning.core import Learn, mac_of  # noqa: E402
 from ryu_apps.learning.store import L2Store, macs_key  # noqa: E402
 from sdnmig import instances  # noqa: E402
 
@@ -80,7 +80,7 @@ def measure(bus: instances.Bus, runs: int, progress: Progress) -> Dict[str, List
 
     def hgetall_load() -> object:
         raw = base.hgetall(macs_key(DPID))
-        return {bytes.fromhex(k.decode().replace(":", "")): int(v) for k, v in raw.items()}
+        return {mac_of(k.decode()): int(v) for k, v in raw.items()}
 
     assert hgetall_load() == store.load(DPID), "the two table loads disagree"
     resp3 = redis.Redis(host=bus.host, port=bus.port, password=password, protocol=3)

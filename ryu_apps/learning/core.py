@@ -17,6 +17,11 @@ def mac_text(mac: Mac) -> str:
     return mac.hex(":")
 
 
+def mac_of(text: str) -> Mac:
+    """The inverse of `mac_text` (colons optional)."""
+    return bytes.fromhex(text.replace(":", ""))
+
+
 def is_group(mac: Mac) -> bool:
     return bool(mac[0] & 1)
 

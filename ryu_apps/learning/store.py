@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Tuple
 import redis
 
 from ryu_apps.kvs import StoreError, connect, switch_prefix  # noqa: F401 -- part of this API
-from ryu_apps.learning.core import Count, Learn, Mac, mac_text
+from ryu_apps.learning.core import Count, Learn, Mac, mac_of, mac_text
 
 
 def macs_key(dpid: int) -> str:
@@ -39,8 +39,7 @@ class L2Store:
 
     def load(self, dpid: int) -> Dict[Mac, int]:
         items = self._flat_table(keys=[macs_key(dpid)]).split()
-        return {bytes.fromhex(k.decode().replace(":", "")): int(v)
-                for k, v in zip(items[::2], items[1::2])}
+        return {mac_of(k.decode()): int(v) for k, v in zip(items[::2], items[1::2])}
 
     def stats(self, dpid: int) -> Dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(stats_key(dpid)).items()}

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ryu_apps.learning.core import (Count, Forward, LearningCore, Learn, is_group, is_link_local,
-                                    mac_text)
+                                    mac_of, mac_text)
 
 DPID = 0x1
 H1 = bytes.fromhex("0000000000a1")
@@ -269,3 +269,9 @@ def test_port_down_leaves_no_host_on_that_port(pkts: List[Tuple[int, bytes, byte
     assert {w.mac for w in writes} == {m for m, p in before.items() if p == down}
     assert after == {m: p for m, p in before.items() if p != down}
 
+
+
+def test_mac_of_reads_back_what_mac_text_wrote() -> None:
+    mac = bytes.fromhex("02005a0001ff")
+    assert mac_text(mac) == "02:00:5a:00:01:ff"
+    assert mac_of(mac_text(mac)) == mac == mac_of("02005a0001ff")
