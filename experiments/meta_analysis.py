@@ -3,6 +3,7 @@ headline. No I/O; every number in the results is computed here from `runs`.
 
 A run (see experiments/meta_migration.py) holds `config`, `warmup`, `total_ms` (the migration's
 own total, or the timeout for a run that did not commit: it counts in the CDF at its timeout),
+`drain_ms` (the winner answering its buffer after END_MIGRATION; None if not committed),
 `window_s` (the measured interval), per-controller `cpu_ns`, `tcp` ({sent, received}) and `io`
 ({rchar, wchar}: not network bytes, see meta_migration.COUNTERS), per-Redis
 `redis` ({in, out}; keys c1..c4 and "bus"), `initiator`, `candidates`, `winner`, and for overhead
@@ -25,6 +26,11 @@ def measured(runs: Iterable[Mapping[str, Any]], config: str) -> List[Mapping[str
 
 def times_ms(runs: Iterable[Mapping[str, Any]], config: str) -> List[float]:
     return [float(r["total_ms"]) for r in measured(runs, config)]
+
+
+def drained_ms(runs: Iterable[Mapping[str, Any]], config: str) -> List[float]:
+    """START to the end of the winner's drain: the switch's whole blackout."""
+    return [float(r["total_ms"]) + float(r.get("drain_ms") or 0.0) for r in measured(runs, config)]
 
 
 def pct(xs: Sequence[float], p: float) -> Optional[float]:
@@ -160,6 +166,7 @@ def format_table1(table: Mapping[str, Mapping[str, Mapping[str, Optional[float]]
 def config_summary(runs: Sequence[Mapping[str, Any]], config: str) -> Dict[str, Any]:
     rs = measured(runs, config)
     xs = [float(r["total_ms"]) for r in rs]
+    ds = drained_ms(runs, config)
     outcomes: Dict[str, int] = {}
     for r in rs:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
@@ -170,10 +177,20 @@ def config_summary(runs: Sequence[Mapping[str, Any]], config: str) -> Dict[str, 
     return {"n": len(rs), "p10_ms": rounded(pct(xs, 10)), "p50_ms": rounded(pct(xs, 50)),
             "p90_ms": rounded(pct(xs, 90)), "p99_ms": rounded(pct(xs, 99)),
             "mean_ms": rounded(statistics.fmean(xs)) if xs else None,
+            "drained_p50_ms": rounded(pct(ds, 50)), "drained_p99_ms": rounded(pct(ds, 99)),
             "timed_out": sum(1 for r in rs if r.get("timed_out")), "outcomes": outcomes,
             "winners": winners,
             "glitches_fired": sum(1 for r in rs for g in (r.get("glitches") or {}).values()
                                   if g.get("fired"))}
+
+
+def drained_ratios(runs: Sequence[Mapping[str, Any]]) -> Dict[str, Optional[float]]:
+    """The headline's two time ratios, with each run's time taken to the end of its drain."""
+    meta, rand, low = (drained_ms(runs, n) for n in
+                       (plan.HEAD_META, plan.HEAD_FIXED_RANDOM, plan.HEAD_FIXED_LOW))
+    return {"p99_ratio_meta3_vs_fixed_random": rounded(ratio(pct(meta, 99), pct(rand, 99))),
+            "p50_ratio_meta3_vs_fixed_low": rounded(ratio(pct(meta, 50), pct(low, 50))),
+            "fixed_p50_ms": rounded(pct(drained_ms(runs, plan.HEAD_CLEAN), 50), 1)}
 
 
 def headline(runs: Sequence[Mapping[str, Any]], runs_per_config: int) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ Headline: {"p99_ratio_meta3_vs_fixed_random", "p50_ratio_meta3_vs_fixed_low",
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -74,8 +75,12 @@ COUNTERS = {
              "in glitch configurations the bus also sends every control message (erc:*, not "
              "the snapshots on ercdata:*) once more to the experiment's watcher",
     "window_s": "wall time between the two readings around ops.migrate",
-    "total_ms": "the initiator's total migration time (record total_ms); the timeout if the "
-                "migration did not commit",
+    "total_ms": "the initiator's total migration time (record total_ms: START to the winner's "
+                "END_MIGRATION, which it sends once MASTER, before answering its buffer, as in the "
+                "paper); the timeout if the migration did not commit",
+    "drain_ms": "END_MIGRATION to DRAINED: the winner answering the packet-ins buffered during "
+                "the migration (part of the switch's blackout, not of the migration time); "
+                "None if the migration did not commit",
 }
 
 
@@ -275,9 +280,11 @@ def run_sample(rec: Optional[Dict[str, Any]], err: Optional[str], timeout_s: flo
     """The outcome fields of a run: a run that did not commit counts at the timeout."""
     committed = bool(rec) and rec.get("outcome") == "committed"
     total = rec.get("total_ms") if committed else None
+    drain = rec.get("drain_ms") if committed else None
     return {"outcome": rec.get("outcome") if rec else "error", "error": err,
             "timed_out": not committed,
             "total_ms": float(total) if total is not None else timeout_s * 1000.0,
+            "drain_ms": float(drain) if drain is not None else None,
             "winner": rec.get("winner") if committed else None,
             "initiator": rec.get("initiator") if rec else plan.INITIAL,
             "phases_ms": rec.get("phases_ms") if rec else None,
@@ -453,8 +460,10 @@ def main(argv: Any = None) -> int:
     for line in analysis.format_table1(doc["table1"]["shared"], "Beyond Table I: shared transfer"):
         print(line)
     for name, s in doc["summary"].items():
-        print(f"{name:<28} n={s['n']:<5} p50={s['p50_ms']} p99={s['p99_ms']} ms"
-              f"  not committed={s['timed_out']}  winners={s['winners']}")
+        print(f"{name:<28} n={s['n']:<5} p50={s['p50_ms']} p99={s['p99_ms']} ms (drained: "
+              f"p50={s['drained_p50_ms']} p99={s['drained_p99_ms']})  not committed="
+              f"{s['timed_out']}  winners={s['winners']}")
+    print("the same ratios to the end of the drain:", json.dumps(doc["drained_ratios"]))
     progress.note(f"wrote {args.out / (NAME + '.json')}" + (f" and {png}" if png else ""))
     if problems:
         progress.note(f"controller logs show {len(problems)} problem(s): {problems[0]}")
@@ -484,7 +493,7 @@ def _write(args: argparse.Namespace, configs: Sequence[plan.Config], runs: List[
         NAME, args.quick, configurations, runs, summary, headline, complete=complete,
         parameters=params, counters=COUNTERS,
         table1={"copy": analysis.table1(runs, "copy"), "shared": analysis.table1(runs, "shared")},
-        cpu_pct=analysis.cpu_groups(runs), **extra)
+        cpu_pct=analysis.cpu_groups(runs), drained_ratios=analysis.drained_ratios(runs), **extra)
     common.write_json(args.out / f"{NAME}.json", doc)
     return doc
 

@@ -345,7 +345,9 @@ def format_record(record: Dict[str, Any]) -> str:
         f"mode {record.get('mode', '?')}, commit at {record.get('commit', '?')}, transfer "
         f"{record.get('transfer', '?')}; candidates {cands}",
         "total {} ms; ".format(ms(record.get("total_ms"))) + ", ".join(
-            f"{p} {ms(phases.get(p))} ms" for p in ("phase1", "phase2", "phase3")),
+            f"{p} {ms(phases.get(p))} ms" for p in ("phase1", "phase2", "phase3"))
+        + (f"; then buffer drained in {ms(record['drain_ms'])} ms"
+           if record.get("drain_ms") is not None else ""),
         f"state {record.get('state_bytes', '-')} bytes, gap {record.get('gap', '-')}, "
         f"buffered {record.get('buffered', '-')}",
     ]

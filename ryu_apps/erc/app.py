@@ -209,7 +209,8 @@ class ErcMigrator(compat.RyuApp):
         elif msg.type == wire.START:
             # The candidate core exists from now on, so a ROLLBACK right behind START finds it.
             self._on_start(msg)
-        elif msg.type in (wire.STATUS, wire.REFUSE, wire.STATE_ACK, wire.END_MIGRATION):
+        elif msg.type in (wire.STATUS, wire.REFUSE, wire.STATE_ACK, wire.END_MIGRATION,
+                          wire.DRAINED):
             core = self.initiating.get(msg.dpid)
             if core is not None and core.mig == msg.mig:
                 actions = core.on_peer(now, msg)

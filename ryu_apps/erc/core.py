@@ -14,9 +14,11 @@ buffers from its own marker j; what the initiator buffered between F and marker 
 sent to j with the state, so j holds exactly the packet-ins from F on, each once.
 Phase 2: snapshot (and gap) to the candidate, which restores it and acknowledges with the digest.
 Phase 3: COMMIT to the winner, which asks for MASTER with the generation_id given (only the winner
-ever asks for MASTER); the switch sends ROLE_STATUS(SLAVE) to the initiator, which stays a
-standby (EQUAL, and asynchronous messages as SLAVE) until END_MIGRATION, after the winner answered
-its buffer in order. The committing point (the moment the winner is chosen: the first STATUS, or
+ever asks for MASTER); the switch sends ROLE_STATUS(SLAVE) to the initiator. The winner, MASTER,
+sends END_MIGRATION (the migration's end, where its time is measured, as in the paper) and then
+answers its buffer in order. The initiator stays a standby (EQUAL, and asynchronous messages as
+SLAVE), keeping its own copy of the buffer, until DRAINED: the winner answered all of it. The
+committing point (the moment the winner is chosen: the first STATUS, or
 the first STATE_ACK) is configurable; every other candidate is rolled back then, and whatever a
 loser sends afterwards is ignored.
 
@@ -44,9 +46,10 @@ Initiator, migration:
 | RUNNING   | every cand FAILED / deadline / cancel   | ROLLBACK all, release buffer                  | ABORTED   |
 | COMMITTED | ROLE_STATUS(SLAVE)                      | ask EQUAL (standby)                           | SWITCHED  |
 | COMMITTED | winner gone / no ROLE_STATUS in time    | MASTER gen+2 (fences the winner's gen+1)      | RETAKING  |
-| SWITCHED  | END_MIGRATION from winner               | drop buffer and state, ask SLAVE, async back   | DONE      |
+| COMM/SW   | END_MIGRATION from winner               | note the end (standby and buffer stay)        | same      |
+| COMM/SW   | DRAINED from winner                     | drop buffer and state, ask SLAVE, async back   | DONE      |
 | SWITCHED  | winner gone                             | MASTER (fenced, gen+1)                        | RETAKING  |
-| SWITCHED  | no END in time (winner alive)           | END_QUERY to the winner (again every 1 s)     | SWITCHED  |
+| SWITCHED  | no DRAINED in time (winner alive)       | END_QUERY to the winner (again every 1 s)     | SWITCHED  |
 | COMMITTED | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
 | SWITCHED  | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
 | RETAKING  | role MASTER confirmed                   | claim for itself, release buffer, async back  | RETAKEN   |
@@ -64,12 +67,12 @@ Candidate:
 | EQUAL    | STATE                                     | restore (drop old copy first)            | EQUAL+s  |
 | EQUAL    | restored(digest ok) and marker seen       | STATE_ACK(digest)                        | READY    |
 | READY    | COMMIT(gen)                               | MASTER with gen, fenced                  | TAKING   |
-| TAKING   | MASTER confirmed                          | release gap + buffer to the app          | FLUSHING |
+| TAKING   | MASTER confirmed                          | END_MIGRATION, release gap + buffer      | FLUSHING |
 | TAKING   | MASTER refused (stale: fenced)            | SLAVE, drop buffer and state             | OUT      |
 | TAKING+  | demoted (ROLE_STATUS SLAVE)               | SLAVE, drop buffer and state             | OUT      |
 | TAKING+  | refused / demoted, initiator gone         | claim (its retake never finished)        | CLAIMING |
-| FLUSHING | app answered                              | END_MIGRATION                            | MASTER   |
-| MASTER   | END_QUERY                                 | END_MIGRATION (again)                    | MASTER   |
+| FLUSHING | app answered                              | DRAINED                                  | MASTER   |
+| MASTER   | END_QUERY                                 | DRAINED (again)                          | MASTER   |
 | <TAKING  | ROLLBACK / deadline / abandon             | SLAVE, drop buffer and state             | OUT      |
 | <TAKING  | initiator gone                            | claim (at once with state, else after a grace) | CLAIMING |
 | TAKING+  | initiator gone                            | remember it                              | same     |
@@ -77,13 +80,17 @@ Candidate:
 | CLAIMING | claim lost                                | SLAVE, drop buffer and state             | OUT      |
 | any      | message for another migration             | ignore                                   | same     |
 | (none)   | COMMIT (not a candidate now)              | REFUSE (answer_stray)                    | -        |
-| (none)   | END_QUERY (winner done lingering)         | END_MIGRATION if MASTER, else REFUSE     | -        |
+| (none)   | END_QUERY (winner done lingering)         | DRAINED if MASTER, else REFUSE           | -        |
 (TAKING+ is TAKING, FLUSHING or MASTER; a rescuer does not claim twice. "Demoted" in MASTER
 means the initiator retook the switch after the winner finished: its copy of the state goes.)
 
-Why the initiator never guesses END: a winner slow to flush (a stalled process) that dies after
-the guess would take its buffer with it. The standby and the buffer stay until END_MIGRATION or
-the winner is gone; END_QUERY recovers a lost END. Why it claims for itself on every outcome
+Why END_MIGRATION comes before the buffer is answered: the issue's (and the paper's) sequence is
+MASTER, End_Migration, then the buffered requests, and the migration time ends at End_Migration;
+the drain is recorded separately (`drain_ms`), since it is part of the switch's blackout. Why the
+initiator never guesses DRAINED: a winner slow to flush (a stalled process) that dies after the
+guess would take its buffer with it. The standby and the buffer stay until DRAINED or the winner
+is gone; END_QUERY recovers a lost DRAINED (a lost END_MIGRATION only loses the mark: DRAINED
+ends the migration as well). Why it claims for itself on every outcome
 other than committed: a candidate whose ROLLBACK was lost must not rescue a migration that ended.
 """
 from __future__ import annotations
@@ -100,7 +107,7 @@ from ryu_apps.roles.core import GEN_MASK, Role
 RESCUE_GRACE_S = 0.3
 #: How long the initiator waits for ROLE_STATUS after COMMIT before fencing the winner out.
 COMMIT_TIMEOUT_S = 2.0
-#: After the SWITCHED deadline, the initiator asks the winner for END_MIGRATION this often.
+#: After the SWITCHED deadline, the initiator asks the winner for DRAINED this often.
 QUERY_EVERY_S = 1.0
 #: How long a winner that finished keeps listening for a demotion (well past COMMIT_TIMEOUT_S).
 LINGER_S = 10.0
@@ -315,7 +322,7 @@ class InitiatorCore:
             return self._fail(now, c, why)
         if msg.type == wire.STATE_ACK:
             return self._on_ack(now, c, msg)
-        if msg.type == wire.END_MIGRATION:
+        if msg.type in (wire.END_MIGRATION, wire.DRAINED):
             return self._on_end(now, c, msg)
         return []
 
@@ -409,7 +416,7 @@ class InitiatorCore:
             out: List[Action] = [Send(self.winner, wire.END_QUERY, {})]
             if "query" not in self.t:
                 self.t["query"] = now
-                out.append(Note(f"no END_MIGRATION from {self.winner} yet: asking"))
+                out.append(Note(f"no DRAINED from {self.winner} yet: asking"))
             return out
         return []
 
@@ -488,13 +495,19 @@ class InitiatorCore:
         return [Send(w.id, wire.COMMIT, {"gen": self.commit_gen})]
 
     def _on_end(self, now: float, c: CandTrack, msg: wire.Msg) -> List[Action]:
+        """END_MIGRATION: the migration's end (timing only). DRAINED: the winner answered its
+        buffer, so the standby and our copy of the buffer can go."""
         if c.id != self.winner or self.state not in (Mig.COMMITTED, Mig.SWITCHED):
             return []
-        self.t["end"] = now
         marks = msg.body.get("marks_ms")
         if isinstance(marks, dict):
-            c.phase3_ms = {str(k): float(v) for k, v in marks.items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            c.phase3_ms = dict(c.phase3_ms or {}, **{
+                str(k): float(v) for k, v in marks.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if msg.type == wire.END_MIGRATION:
+            self.t.setdefault("end", now)
+            return []
+        self.t["drained"] = now
         return self._finish_committed(now, "")
 
     def _finish_committed(self, now: float, reason: str) -> List[Action]:
@@ -552,7 +565,7 @@ class InitiatorCore:
         phases = None
         if self.winner:
             w = self.cands[self.winner].t
-            end = self.t.get("end") or self.t.get("finish")
+            end = self.t.get("end") or self.t.get("finish")  # END lost: DRAINED ends it
             phases = {"phase1": ms(w.get("start"), w.get("status")),
                       "phase2": ms(w.get("status"), w.get("ack")),
                       "phase3": ms(w.get("ack"), end) if self.outcome == "committed" else None}
@@ -562,7 +575,9 @@ class InitiatorCore:
             "transfer": self.transfer, "candidates": list(self.candidates),
             "winner": self.winner if self.outcome == "committed" else None,
             "outcome": self.outcome or self.state.value, "reason": self.reason,
-            "total_ms": ms(t0, self.t.get("finish")), "phases_ms": phases,
+            "total_ms": ms(t0, self.t.get("end") if self.outcome == "committed"
+                           and "end" in self.t else self.t.get("finish")),
+            "drain_ms": ms(self.t.get("end"), self.t.get("drained")), "phases_ms": phases,
             "detail": {c.id: {"state": c.state.value, "phase1_ms": ms(c.t.get("start"), c.t.get("status")),
                               "phase2_ms": ms(c.t.get("status"), c.t.get("ack")),
                               "restore_ms": c.restore_ms, "phase3_marks_ms": c.phase3_ms,
@@ -602,12 +617,12 @@ def answer_stray(msg: wire.Msg, master: bool) -> Optional[Send]:
 
     A COMMIT left unanswered would make the initiator wait for a ROLE_STATUS that never comes. An
     END_QUERY reaches a winner that stopped lingering: if it is still MASTER it answered its whole
-    buffer before it finished, so END_MIGRATION is true; if not, the initiator must retake."""
+    buffer before it finished, so DRAINED is true; if not, the initiator must retake."""
     if msg.type == wire.COMMIT:
         return Send(msg.src, wire.REFUSE, {"reason": "not a candidate"})
     if msg.type == wire.END_QUERY:
         if master:
-            return Send(msg.src, wire.END_MIGRATION, {"again": True})
+            return Send(msg.src, wire.DRAINED, {"again": True})
         return Send(msg.src, wire.REFUSE, {"reason": "not master"})
     return None
 
@@ -674,7 +689,10 @@ class CandidateCore:
             self.step, self.t["master"] = Step.FLUSHING, now
             msgs = tuple(self.gap) + tuple(self.buffer)
             self.gap, self.buffer = (), []
-            return [Release(msgs, then_flushed=True)]
+            out: List[Action] = []
+            if not self.rescue:  # a rescuer has nobody to tell
+                out.append(Send(self.initiator, wire.END_MIGRATION, {"marks_ms": self._marks(now)}))
+            return out + [Release(msgs, then_flushed=True)]
         return []
 
     def role_refused(self, now: float) -> List[Action]:
@@ -715,8 +733,8 @@ class CandidateCore:
             return []
         if msg.type == wire.END_QUERY:
             if self.step is Step.MASTER and not self.rescue:
-                return [Send(self.initiator, wire.END_MIGRATION, {"again": True})]
-            return []  # flushing: END follows; otherwise not the winner (any more)
+                return [Send(self.initiator, wire.DRAINED, {"again": True})]
+            return []  # flushing: DRAINED follows; otherwise not the winner (any more)
         if not self.live:
             return []
         if msg.type == wire.STATE and self.step in (Step.EQUAL, Step.JOINING) and not self.restored:
@@ -756,11 +774,16 @@ class CandidateCore:
         self.outcome = "rescued" if self.rescue else "won"
         out: List[Action] = []
         if not self.rescue:
-            t0 = self.t.get("commit", now)
-            marks = {k: round((v - t0) * 1000, 3) for k, v in self.t.items()}
-            marks["flushed"] = round((now - t0) * 1000, 3)
-            out.append(Send(self.initiator, wire.END_MIGRATION, {"marks_ms": marks}))
+            out.append(Send(self.initiator, wire.DRAINED, {"marks_ms": self._marks(now, "flushed")}))
         return out + [Finished(self.outcome)]
+
+    def _marks(self, now: float, last: str = "") -> Dict[str, float]:
+        """Phase 3 as the winner saw it, in ms from COMMIT (for the initiator's record)."""
+        t0 = self.t.get("commit", now)
+        marks = {k: round((v - t0) * 1000, 3) for k, v in self.t.items()}
+        if last:
+            marks[last] = round((now - t0) * 1000, 3)
+        return marks
 
     def initiator_gone(self, now: float) -> List[Action]:
         if self.initiator_gone_at is not None:

@@ -48,9 +48,11 @@ STATE = "STATE"                 # initiator -> candidate: snapshot + gap packet-
 STATE_ACK = "STATE_ACK"         # candidate -> initiator: state restored (digest)
 COMMIT = "COMMIT"               # initiator -> winner: take MASTER with this generation_id
 ROLLBACK = "ROLLBACK"           # initiator -> candidate: back to SLAVE, drop buffer and state
-END_MIGRATION = "END_MIGRATION"  # winner -> initiator: buffer answered, migration over
-END_QUERY = "END_QUERY"         # initiator -> winner: END_MIGRATION is late; send it again if done
-PEER_TYPES = (START, STATUS, REFUSE, STATE, STATE_ACK, COMMIT, ROLLBACK, END_MIGRATION, END_QUERY)
+END_MIGRATION = "END_MIGRATION"  # winner -> initiator: MASTER now, migration over (the buffer next)
+DRAINED = "DRAINED"             # winner -> initiator: buffer answered; the standby can go
+END_QUERY = "END_QUERY"         # initiator -> winner: DRAINED is late; send it again if drained
+PEER_TYPES = (START, STATUS, REFUSE, STATE, STATE_ACK, COMMIT, ROLLBACK, END_MIGRATION, DRAINED,
+              END_QUERY)
 
 # operator <-> controller
 OP_MIGRATE = "OP_MIGRATE"       # body: dpid, to [ids], auto k, mode, commit, transfer, timeout_s

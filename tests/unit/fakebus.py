@@ -99,6 +99,7 @@ def record(msg: wire.Msg, outcome: str = "committed") -> Dict[str, Any]:
             "candidates": cands, "winner": winner, "outcome": outcome,
             "reason": "" if winner else "every candidate failed", "started": time.time(),
             "total_ms": 42.5, "phases_ms": {"phase1": 10.0, "phase2": 20.0, "phase3": 12.5},
+            "drain_ms": 3.25 if winner else None,
             "detail": {c: {"state": "DONE" if c == winner else "LOSER", "phase1_ms": 10.0,
                            "phase2_ms": 20.0 if c == winner else None,
                            "result": "won" if c == winner else "rolled back"} for c in cands},

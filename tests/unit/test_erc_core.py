@@ -410,28 +410,45 @@ def test_committed_role_status_slave_makes_us_an_equal_standby() -> None:
     assert core.packet_in(0.6, pkt(5)) is True, "a standby still buffers"
 
 
-def test_switched_end_migration_drops_buffer_and_state_and_steps_down() -> None:
+def test_switched_end_migration_ends_the_time_and_drained_drops_buffer_and_state() -> None:
+    """END_MIGRATION is the migration's end (its time); the standby and our copy of the buffer
+    stay until DRAINED, so a winner dying mid-drain loses nothing."""
     core = switched(("b", "c"))
     core.packet_in(0.6, pkt(1))
-    out = core.on_peer(0.7, msg(wire.END_MIGRATION, "b"))
-    assert out == [DropBuffer(1, "b answers them"), DropState(), RequestRole(Role.SLAVE),
+    assert core.on_peer(0.7, msg(wire.END_MIGRATION, "b", {"marks_ms": {"master": 1.0}})) == []
+    assert core.state is Mig.SWITCHED and core.buffer == [pkt(1)]
+    assert core.packet_in(0.75, pkt(2)) is True, "still the standby"
+    out = core.on_peer(0.9, msg(wire.DRAINED, "b", {"marks_ms": {"flushed": 5.0}}))
+    assert out == [DropBuffer(2, "b answers them"), DropState(), RequestRole(Role.SLAVE),
                    Standby(False), Finished("committed", "")]
     assert core.state is Mig.DONE and core.buffer == []
     rec = core.record()
     assert rec["winner"] == "b" and rec["outcome"] == "committed"
     assert set(rec["phases_ms"]) == {"phase1", "phase2", "phase3"}
-    assert core.packet_in(0.8, pkt(2)) is False
+    assert rec["total_ms"] == rec["marks_ms"]["end"] == 700.0, "the time ends at END_MIGRATION"
+    assert rec["drain_ms"] == 200.0 and rec["marks_ms"]["finish"] == 900.0
+    assert rec["detail"]["b"]["phase3_marks_ms"] == {"master": 1.0, "flushed": 5.0}
+    assert core.packet_in(0.95, pkt(3)) is False
 
 
-def test_end_migration_before_role_status_also_finishes() -> None:
-    """END and ROLE_STATUS travel on different channels: END may come first."""
+def test_end_migration_before_role_status_also_counts() -> None:
+    """END and ROLE_STATUS travel on different channels: END (and DRAINED) may come first."""
     core = committed()
-    out = core.on_peer(0.6, msg(wire.END_MIGRATION, "b"))
+    assert core.on_peer(0.6, msg(wire.END_MIGRATION, "b")) == [] and core.t["end"] == 0.6
+    out = core.on_peer(0.7, msg(wire.DRAINED, "b"))
     assert core.state is Mig.DONE and RequestRole(Role.SLAVE) in out
 
 
-def test_switched_without_end_in_time_asks_the_winner_and_keeps_the_standby() -> None:
-    """Never guesses END: a winner still flushing that dies later would take the buffer along."""
+def test_lost_end_migration_only_loses_the_mark_drained_ends_the_migration() -> None:
+    core = switched()
+    out = core.on_peer(0.8, msg(wire.DRAINED, "b"))
+    assert core.state is Mig.DONE and of(out, Finished) == [Finished("committed", "")]
+    rec = core.record()
+    assert rec["total_ms"] == 800.0 and rec["drain_ms"] is None
+
+
+def test_switched_without_drained_in_time_asks_the_winner_and_keeps_the_standby() -> None:
+    """Never guesses DRAINED: a winner still flushing that dies later would take the buffer along."""
     core = switched(timeout=10.0)
     core.packet_in(0.6, pkt(1))
     assert core.tick(10.4) == []
@@ -440,7 +457,8 @@ def test_switched_without_end_in_time_asks_the_winner_and_keeps_the_standby() ->
     assert core.state is Mig.SWITCHED and core.buffer == [pkt(1)]
     assert core.tick(10.5 + QUERY_EVERY_S - 0.01) == []
     assert sent(core.tick(10.5 + QUERY_EVERY_S)) == [("b", wire.END_QUERY)], "again, no Note"
-    out = core.on_peer(12.0, msg(wire.END_MIGRATION, "b", {"again": True}))
+    assert core.on_peer(11.9, msg(wire.END_MIGRATION, "b")) == [], "END alone is not enough"
+    out = core.on_peer(12.0, msg(wire.DRAINED, "b", {"again": True}))
     assert core.state is Mig.DONE and DropBuffer(1, "b answers them") in out
 
 
@@ -484,6 +502,7 @@ def test_end_from_the_winner_while_running_or_from_a_stranger_is_ignored() -> No
     core = initiator(("b",))
     to_sent(core, "b")
     assert core.on_peer(0.5, msg(wire.END_MIGRATION, "b")) == []
+    assert core.on_peer(0.5, msg(wire.DRAINED, "b")) == []
     assert core.on_peer(0.5, msg(wire.STATUS, "zz", {"role": "EQUAL"})) == []
     assert core.on_peer(0.5, msg(wire.STATE_ACK, "b", {"digest": DIGEST}, mig="other")) == []
     assert core.state is Mig.RUNNING and core.cands["b"].state is Cand.SENT
@@ -626,18 +645,20 @@ def test_commit_before_ready_is_ignored() -> None:
     assert core.step is Step.EQUAL
 
 
-def test_taking_master_confirmed_releases_gap_then_buffer_in_order_then_ends() -> None:
+def test_taking_master_confirmed_ends_then_releases_gap_then_buffer_in_order() -> None:
     core = ready(gap=(pkt(1), pkt(2)))
     assert core.packet_in(0.5, pkt(3))
     core.on_peer(0.6, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
     assert core.packet_in(0.7, pkt(4)), "still buffering while TAKING"
     assert core.on_peer(0.75, msg(wire.ROLLBACK, INIT)) == [], "too late to roll back"
     out = core.role_confirmed(0.8, Role.MASTER, GEN + 1)
-    assert out == [Release((pkt(1), pkt(2), pkt(3), pkt(4)), then_flushed=True)]
+    marks = {"commit": 0.0, "master": 200.0}  # ms from COMMIT, for the record
+    assert out == [Send(INIT, wire.END_MIGRATION, {"marks_ms": marks}),
+                   Release((pkt(1), pkt(2), pkt(3), pkt(4)), then_flushed=True)]
     assert core.step is Step.FLUSHING and core.buffer == [] and core.gap == ()
     assert core.packet_in(0.85, pkt(5)) is False, "flushing: answered as master"
-    marks = {"commit": 0.0, "master": 200.0, "flushed": 300.0}  # ms from COMMIT, for the record
-    assert core.flushed(0.9) == [Send(INIT, wire.END_MIGRATION, {"marks_ms": marks}), Finished("won")]
+    marks["flushed"] = 300.0
+    assert core.flushed(0.9) == [Send(INIT, wire.DRAINED, {"marks_ms": marks}), Finished("won")]
     assert core.step is Step.MASTER and not core.live
     assert core.flushed(1.0) == [] and core.tick(99.0) == []
 
@@ -661,7 +682,7 @@ def test_demoted_while_taking_over_goes_out(step: str) -> None:
     assert core.role_status(0.8, Role.EQUAL, GEN + 2) == []
     out = core.role_status(0.8, Role.SLAVE, GEN + 2)
     assert of(out, DropState) and core.step is Step.OUT
-    assert core.flushed(0.9) == [], "no END after being fenced out"
+    assert core.flushed(0.9) == [], "no DRAINED after being fenced out"
 
 
 @pytest.mark.parametrize("step", ["joining", "equal", "ready"])
@@ -710,8 +731,8 @@ def test_initiator_gone_candidate_with_state_claims_at_once() -> None:
     assert of(out, RequestRole) == [RequestRole(Role.MASTER)], "a normal (unfenced) request"
     assert core.step is Step.TAKING and core.rescue
     out = core.role_confirmed(1.3, Role.MASTER, GEN + 1)
-    assert out == [Release((pkt(1), pkt(2)), then_flushed=True)]
-    assert core.flushed(1.4) == [Finished("rescued")], "no END: nobody to tell"
+    assert out == [Release((pkt(1), pkt(2)), then_flushed=True)], "no END: nobody to tell"
+    assert core.flushed(1.4) == [Finished("rescued")], "no DRAINED either"
 
 
 @pytest.mark.parametrize("step", ["joining", "equal"])
@@ -789,12 +810,13 @@ def test_gap_and_buffer_reach_the_winner_so_it_holds_everything_from_the_freeze_
     assert ini.winner == "c"
     assert of(_deliver(cands["b"], out, 0.6), Finished), "b is rolled back"
     assert _deliver(c, out, 0.6) == [RequestRole(Role.MASTER, GEN + 1, fenced=True)]
-    (release,) = c.role_confirmed(0.7, Role.MASTER, GEN + 1)
+    end, release = c.role_confirmed(0.7, Role.MASTER, GEN + 1)
     assert release.msgs == (pkt(1), pkt(2), pkt(3))
     assert ini.buffer == [pkt(1), pkt(2), pkt(3)]
     ini.role_status(0.7, Role.SLAVE, GEN + 1)
-    end = c.flushed(0.8)
-    assert of(ini.on_peer(0.9, msg(wire.END_MIGRATION, "c", of(end, Send)[0].body)),
+    assert ini.on_peer(0.75, msg(wire.END_MIGRATION, "c", end.body)) == []
+    drained = c.flushed(0.8)
+    assert of(ini.on_peer(0.9, msg(wire.DRAINED, "c", of(drained, Send)[0].body)),
               DropBuffer) == [DropBuffer(3, "c answers them")]
 
 
@@ -862,9 +884,9 @@ def test_end_query_is_answered_by_a_winner_that_finished_only() -> None:
     assert core.on_peer(1.0, query) == [], "not the winner (yet)"
     core.on_peer(1.0, msg(wire.COMMIT, INIT, {"gen": GEN + 1}))
     core.role_confirmed(1.1, Role.MASTER, GEN + 1)
-    assert core.on_peer(1.2, query) == [], "flushing: END follows by itself"
+    assert core.on_peer(1.2, query) == [], "flushing: DRAINED follows by itself"
     core.flushed(1.3)
-    assert core.on_peer(1.4, query) == [Send(INIT, wire.END_MIGRATION, {"again": True})]
+    assert core.on_peer(1.4, query) == [Send(INIT, wire.DRAINED, {"again": True})]
     assert core.on_peer(1.4, msg(wire.END_QUERY, "ctl-z")) == []
 
 
@@ -878,7 +900,7 @@ def test_abandon_goes_out_like_a_rollback_and_only_once() -> None:
 @pytest.mark.parametrize("kind,master,answer", [
     (wire.COMMIT, False, (wire.REFUSE, {"reason": "not a candidate"})),
     (wire.COMMIT, True, (wire.REFUSE, {"reason": "not a candidate"})),
-    (wire.END_QUERY, True, (wire.END_MIGRATION, {"again": True})),
+    (wire.END_QUERY, True, (wire.DRAINED, {"again": True})),
     (wire.END_QUERY, False, (wire.REFUSE, {"reason": "not master"})),
     (wire.STATE, True, None), (wire.ROLLBACK, False, None)])
 def test_an_instance_without_candidacy_answers_only_what_the_initiator_waits_for(

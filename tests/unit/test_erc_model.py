@@ -31,7 +31,7 @@ moved past every deadline). A packet-in p is *owed* (must be answered) iff
   A. the initiator handled p while its migration was live (answered it before the freeze point or
      buffered it), and the initiator survived, or the final master took over with the state
      (restored and marked: it holds the gap and everything after its marker); except p raised
-     while the winner of a committed migration was MASTER (after END those are the winner's
+     while the winner of a committed migration was MASTER (after DRAINED those are the winner's
      alone: the initiator drops its copies, and a winner that dies later loses them); or
   B. p was raised while the MASTER connection belonged to a controller that survived; or
   C. the final master itself buffered, held, or was handed p (gap).
@@ -582,7 +582,7 @@ def check_owed(w: World, m: Optional[str]) -> None:
     init_ok = w.ctl[INIT].alive or bool(m and m != INIT and w.ctl[m].took_over_with_state)
     winner = w.init.winner if w.init.outcome == "committed" else None
     for pid in w.raised:
-        # (after END the initiator drops what it buffered while the winner was master: the
+        # (after DRAINED the initiator drops what it buffered while the winner was master: the
         # winner's own, lost if it dies; B covers them while it lives)
         a = pid in w.init_live_handled and init_ok and w.master_at_raise[pid] != winner
         b = w.master_at_raise[pid] is not None and w.ctl[w.master_at_raise[pid]].alive
@@ -707,8 +707,22 @@ def test_winner_slow_to_flush_then_dying_loses_nothing() -> None:
     assert w.answers[pid] == [(INIT, "retake")] and w.init.outcome == "retaken"
 
 
-def test_a_lost_end_migration_is_asked_for_again() -> None:
-    """END_MIGRATION lost on the bus: the winner answers END_QUERY with it, and the migration
+def test_winner_dying_between_end_migration_and_drained_loses_nothing() -> None:
+    """END_MIGRATION (the migration's end) arrived, the winner has not answered its buffer, and
+    dies: the initiator, still the standby with its copy of the buffer, retakes and answers it."""
+    w = World(1)
+    w.play(lambda w: w.step_of("b") is Step.TAKING)
+    pid = w.raise_packet_in()  # buffered by both
+    w.play(lambda w: "end" in w.init.t and w.init.state is Mig.SWITCHED, hold=("task",))
+    assert w.step_of("b") is Step.FLUSHING, "DRAINED not sent: its flush task is held"
+    w.crash("b")
+    w.quiesce(Random(0))
+    check_quiescent(w)
+    assert w.init.outcome == "retaken" and (INIT, "retake") in w.answers[pid]
+
+
+def test_a_lost_drained_is_asked_for_again() -> None:
+    """DRAINED lost on the bus: the winner answers END_QUERY with it, and the migration
     commits; nothing is answered twice."""
     w = World(1)
     w.play(lambda w: w.step_of("b") is Step.MASTER and w.init.state is Mig.SWITCHED

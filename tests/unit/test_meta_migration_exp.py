@@ -384,11 +384,14 @@ def test_select_filters_by_name() -> None:
 
 def test_a_run_that_does_not_commit_counts_at_its_timeout() -> None:
     ok = run_sample({"mig": "m", "outcome": "committed", "total_ms": 123.4, "winner": "c3",
-                     "initiator": "c1", "phases_ms": {"phase1": 1}, "state_bytes": 10}, None, 10)
-    assert (ok["total_ms"], ok["timed_out"], ok["winner"]) == (123.4, False, "c3")
-    aborted = run_sample({"mig": "m", "outcome": "aborted", "total_ms": 9000.0, "winner": None},
-                         None, 10)
+                     "initiator": "c1", "phases_ms": {"phase1": 1}, "state_bytes": 10,
+                     "drain_ms": 4.5}, None, 10)
+    assert (ok["total_ms"], ok["timed_out"], ok["winner"], ok["drain_ms"]) == (
+        123.4, False, "c3", 4.5)
+    aborted = run_sample({"mig": "m", "outcome": "aborted", "total_ms": 9000.0, "winner": None,
+                          "drain_ms": 1.0}, None, 10)
     assert (aborted["total_ms"], aborted["timed_out"], aborted["outcome"]) == (10000.0, True, "aborted")
+    assert aborted["drain_ms"] is None
     err = run_sample(None, "NoAnswer: no answer", 7.5)
     assert (err["total_ms"], err["timed_out"], err["outcome"], err["initiator"]) == (
         7500.0, True, "error", "c1")
@@ -495,13 +498,27 @@ def test_headline_from_raw_samples() -> None:
 def test_headline_with_missing_configurations_is_null_not_an_error() -> None:
     h = analysis.headline([], 3)
     assert h["p99_ratio_meta3_vs_fixed_random"] is None and h["fixed_p50_ms"] is None
+    assert set(analysis.drained_ratios([]).values()) == {None}
+
+
+def test_drained_ratios_add_each_runs_drain_to_its_time() -> None:
+    runs = []
+    for name, total, drain in ((plan.HEAD_META, 20.0, 5.0), (plan.HEAD_FIXED_RANDOM, 40.0, 40.0),
+                               (plan.HEAD_FIXED_LOW, 10.0, 2.5), (plan.HEAD_CLEAN, 14.0, 1.0)):
+        runs.append(dict(_run(name, total), drain_ms=drain))
+    assert analysis.drained_ratios(runs) == {"p99_ratio_meta3_vs_fixed_random": 0.312,
+                                             "p50_ratio_meta3_vs_fixed_low": 2.0,
+                                             "fixed_p50_ms": 15.0}
 
 
 def test_timed_out_runs_stay_in_the_tail() -> None:
     runs = [_run("c", t) for t in (100, 100, 100)] + [_run("c", 10000, timed_out=True, winner=None)]
+    for r in runs[:3]:
+        r["drain_ms"] = 20.0
     s = analysis.config_summary(runs, "c")
     assert s["timed_out"] == 1 and s["n"] == 4
     assert s["p99_ms"] > 9000
+    assert s["drained_p50_ms"] == 120.0 and s["drained_p99_ms"] > 9000, "no drain: the timeout"
     assert s["outcomes"] == {"committed": 3, "aborted": 1}
 
 

@@ -225,7 +225,8 @@ def test_format_record_shows_winner_timings_and_candidates() -> None:
     msg = wire.Msg(wire.OP_MIGRATE, "m1", 1, "op", {"to": ["c2", "c3"], "mode": "meta"})
     text = ops.format_record(record(msg))
     assert "switch 0x1: committed, winner c2" in text
-    assert "total 42.5 ms; phase1 10.0 ms, phase2 20.0 ms, phase3 12.5 ms" in text
+    assert ("total 42.5 ms; phase1 10.0 ms, phase2 20.0 ms, phase3 12.5 ms; then buffer drained "
+            "in 3.2 ms") in text
     rows = text.splitlines()[-3:]
     assert rows[0].split() == ["candidate", "state", "phase1", "ms", "phase2", "ms", "result"]
     assert rows[1].split() == ["c2", "*", "DONE", "10.0", "20.0", "won"]
