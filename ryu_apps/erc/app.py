@@ -88,6 +88,7 @@ class ErcMigrator(compat.RyuApp):
         t = super().start()
         compat.register_sync_handler(compat.ofp_event.EventOFPPacketIn, self._sync_packet_in)
         compat.register_sync_handler(compat.ofp_event.EventOFPFlowRemoved, self._sync_flow_removed)
+        self.roles.hook_role_changes(self._role_changed_now)
         return t
 
     @property
@@ -137,9 +138,8 @@ class ErcMigrator(compat.RyuApp):
         return cand if cand is not None and cand.lingering(now) else None
 
     # -- role manager events ----------------------------------------------------------------------
-    @compat.set_ev_cls(EventRoleChanged)
-    @loud
-    def _role_changed(self, ev: EventRoleChanged) -> None:
+    def _role_changed_now(self, ev: EventRoleChanged) -> None:
+        """Called by the role manager itself (see RoleManager.hook_role_changes), not queued."""
         dpid, role, now = ev.datapath.id, Role(ev.role), time.monotonic()
         core: Optional[Core] = self._core(dpid)
         if core is None and ev.by_status:
@@ -150,7 +150,12 @@ class ErcMigrator(compat.RyuApp):
             else:
                 actions = core.role_confirmed(now, role, ev.generation_id)
             self._enqueue(dpid, core, actions)
-        self._publish_master(dpid, role)  # after: a migration's next step does not wait on the bus
+
+    @compat.set_ev_cls(EventRoleChanged)
+    @loud
+    def _role_changed(self, ev: EventRoleChanged) -> None:
+        """The migration has had this change already (_role_changed_now); the bus learns it here."""
+        self._publish_master(ev.datapath.id, Role(ev.role))
 
     @compat.set_ev_cls(EventRoleRefused)
     @loud
@@ -374,13 +379,19 @@ class ErcMigrator(compat.RyuApp):
     def _enqueue(self, dpid: int, core: Core, actions: List[Any]) -> None:
         """Release at once, the rest in the worker's order. The core stopped buffering when it
         returned a Release; the next packet-in may be read as soon as this greenthread yields,
-        and it must reach the apps after the released ones, not before."""
+        and it must reach the apps after the released ones, not before. Sends the core put
+        before a Release (the winner's END_MIGRATION) go at once too, ahead of it: the app that
+        answers the release would otherwise drain the whole buffer before the worker's turn."""
         now = [a for a in actions if isinstance(a, erc.Release)]
         rest = [a for a in actions if not isinstance(a, erc.Release)]
         if now:
-            self._exec(dpid, core, now)
+            head = actions[:actions.index(now[0])]
+            if head and all(isinstance(a, erc.Send) for a in head):
+                now, rest = head + now, rest[len(head):]
         if rest:
             self.work.put(lambda: self._exec(dpid, core, rest))
+        if now:
+            self._exec(dpid, core, now)
 
     def _worker(self) -> None:
         while True:
@@ -453,6 +464,7 @@ class ErcMigrator(compat.RyuApp):
     def _restore(self, dpid: int, core: Core, a: erc.Restore) -> None:
         assert isinstance(core, erc.CandidateCore)
         dp = self.roles.datapaths.get(dpid)
+        moved = False
         try:
             blob = a.snapshot
             if a.key:
@@ -467,7 +479,7 @@ class ErcMigrator(compat.RyuApp):
                     raise redis.ConnectionError("fault injection: Redis unreachable")
                 self.redis.sadd(INCOMING_KEY, f"{dpid:016x}")
                 snapshot.restore(self.redis, dpid, blob)
-                self.send_event_to_observers(EventStateMoved(dpid, True))
+                moved = True
             gap = tuple(compat.parse_for(dp, raw) for raw in erc.split_gap(a.gap))
         except (snapshot.SnapshotError, wire.WireError, redis.RedisError) as e:
             LOG.error("%s: state of %#x not restored: %s", self.me, dpid, e)
@@ -475,6 +487,8 @@ class ErcMigrator(compat.RyuApp):
             self._exec(dpid, core, core.abandon(time.monotonic(), f"restore failed: {e}"))
             return
         self._exec(dpid, core, core.restored_state(time.monotonic(), got, gap))
+        if moved:  # after STATE_ACK went out: the apps' read-ahead is not on the race's clock
+            self.send_event_to_observers(EventStateMoved(dpid, True))
 
     def _claim(self, mig: str, who: str, force: bool = False) -> bool:
         """A bus that cannot be reached counts as a lost claim: better no rescue than two."""
