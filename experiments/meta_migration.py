@@ -6,7 +6,7 @@ own Redis, one shared bus Redis), one userspace OVS switch s1 (MetaTopo with one
 host h1. c1 is the initial master. In h1 a sender (experiments/loadgen.py) writes frames to fresh
 destination MACs at Poisson intervals (mean 200/s), so each one is a packet-in at s1's master.
 
-State. Before each configuration c1's state for s1 (`sw:<dpid>:*`: the real learned entries, the
+State. Before each round (below) c1's state for s1 (`sw:<dpid>:*`: the real learned entries, the
 counters, plus synthetic MAC entries and a random pad string, experiments/statepad.py) is brought
 to the target size (default 1 MB, as DUMP lengths).
 
@@ -25,7 +25,11 @@ copy; not measured), the roles are awaited, and the quotas are put back, so ever
 the same initial master and the same state. A run that does not commit (timeout, abort, error)
 counts in the CDFs at the timeout and is reported. Overhead configurations also measure, after the
 run, a window of the same length with no migration (the "No Mig." baseline of Fig. 9 / Table I).
-Each configuration starts with warm-up runs (not counted; they seed the glitch windows).
+
+Order. The configurations take turns, round-robin: round i runs each configuration's i-th run, so
+the machine's drift over the hour weighs on all of them alike. The first rounds are warm-up runs
+(not counted; they seed the glitch windows). Each configuration keeps its own random streams, so
+its runs do not depend on which other configurations were selected.
 `--quick` is the same with 15 runs and 1 warm-up per configuration (27 configurations, about a
 minute here); the full run does 1000 (27,054 migrations in 51 minutes here, 2026-11-21). No CPU pinning: the four controllers,
 OVS and the Redis servers share the two cores, as the candidates' quotas assume.
@@ -46,9 +50,9 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,8 +76,9 @@ COUNTERS = {
           "send()/recv() bypass these counters (kept because they were asked for)",
     "redis": "INFO stats total_net_input_bytes/total_net_output_bytes deltas of each instance's "
              "Redis (c1..c4) and of the bus; each includes the measuring INFO exchange (~2 KB); "
-             "in glitch configurations the bus also sends every control message (erc:*, not "
-             "the snapshots on ercdata:*) once more to the experiment's watcher",
+             "when any selected configuration has glitches (the full run does), the bus also "
+             "sends every control message (erc:*, not the snapshots on ercdata:*) once more to "
+             "the experiment's watcher, in every configuration",
     "window_s": "wall time between the two readings around ops.migrate",
     "total_ms": "the initiator's total migration time (record total_ms: START to the winner's "
                 "END_MIGRATION, which it sends once MASTER, before answering its buffer, as in the "
@@ -291,52 +296,77 @@ def run_sample(rec: Optional[Dict[str, Any]], err: Optional[str], timeout_s: flo
             "state_bytes": rec.get("state_bytes") if rec else None, "record": rec}
 
 
-def run_config(tb: Testbed, cfg: plan.Config, args: argparse.Namespace,
-               progress: common.Progress) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """Warm-up plus measured runs of one configuration; returns the runs and its setup facts."""
+@dataclass
+class Track:
+    """One configuration across the rounds: its own random streams, glitch windows and clock."""
+
+    cfg: plan.Config
+    pick_rng: random.Random
+    glitch_rng: random.Random
+    history: Dict[str, List[float]] = field(
+        default_factory=lambda: {c: [] for c in plan.CANDIDATES})
+    busy_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def run_interleaved(tb: Testbed, configs: Sequence[plan.Config], args: argparse.Namespace,
+                    progress: common.Progress, runs: List[Dict[str, Any]], setup: Dict[str, Any],
+                    after_round: Callable[[], None]) -> None:
+    """Warm-up plus measured runs of every configuration, round-robin: each configuration's i-th
+    run comes before any (i+1)-th, so the machine's drift over the run (this VM's timing moves
+    by tens of percent over an hour) weighs on every configuration alike, and a ratio compares
+    runs made minutes apart, not a quarter of an hour. Fills `runs` and `setup` as it goes."""
     params = glitch.GlitchParams(args.glitch_probability, args.glitch_shape, args.glitch_scale_ms,
                                  args.glitch_cap_ms, args.glitch_prior_ms)
-    pick_rng = random.Random(f"{args.seed}:{cfg.name}:pick")
-    glitch_rng = random.Random(f"{args.seed}:{cfg.name}:glitch")
-    tb.set_loads(dict(zip(plan.CANDIDATES, cfg.loads)))
-    go_home(tb, args.timeout)
-    pad = statepad.pad_state(tb.redis[plan.INITIAL], tb.dpid, args.state_bytes,
-                             args.synthetic_macs, seed=args.seed)
+    tracks = [Track(c, random.Random(f"{args.seed}:{c.name}:pick"),
+                    random.Random(f"{args.seed}:{c.name}:glitch")) for c in configs]
     bus = tb.ctl.bus
-    watcher = glitch.Glitcher(bus.host, bus.port, bus.password, tb.pids) if cfg.glitches else None
-    history: Dict[str, List[float]] = {c: [] for c in plan.CANDIDATES}
-    runs: List[Dict[str, Any]] = []
+    watcher = (glitch.Glitcher(bus.host, bus.port, bus.password, tb.pids)
+               if any(c.glitches for c in configs) else None)
     total = args.warmup + args.runs
-    t0, busy0 = time.monotonic(), common.machine_busy_s()
     try:
         for i in range(total):
             warm = i < args.warmup
-            label = (f"{cfg.name}, {'warm-up' if warm else 'run'} "
-                     f"{i + 1 - (0 if warm else args.warmup)}/{args.warmup if warm else args.runs}")
-            if i == 0:
-                progress.start(f"{label} (state {pad['total']} bytes, loads "
-                               f"{', '.join(f'{c} {x:.0%}' for c, x in tb.loads.items())})")
-            tb.check_alive()
-            cands = (pick_rng.choice(cfg.candidates),) if cfg.pick_random else cfg.candidates
-            planned = glitch.plan(glitch_rng, cands, params) if cfg.glitches and not warm else {}
-            windows = {c: glitch.window_ms(history, c, params.prior_window_ms) for c in planned}
-            run = {"config": cfg.name, "run": i - args.warmup, "warmup": warm,
-                   **measured_migration(tb, cfg, args, cands, watcher, planned, windows)}
-            for c, ms in run["start_to_ack_ms"].items():
-                history[c].append(ms)
-            run["return"] = go_home(tb, args.timeout)
-            if cfg.idle_windows:
-                run["idle"] = measure_idle(tb, run["window_s"])
-            runs.append(run)
-            progress.finish(f"{label}: {_run_line(run)}")
+            go_home(tb, args.timeout)
+            # Every round: the state stays 1 MB however the learning app's counters grew.
+            pad = statepad.pad_state(tb.redis[plan.INITIAL], tb.dpid, args.state_bytes,
+                                     args.synthetic_macs, seed=args.seed)
+            for t in tracks:
+                cfg = t.cfg
+                label = (f"{cfg.name}, {'warm-up' if warm else 'run'} "
+                         f"{i + 1 - (0 if warm else args.warmup)}/{args.warmup if warm else args.runs}")
+                tb.set_loads(dict(zip(plan.CANDIDATES, cfg.loads)))
+                if i == 0:
+                    setup[cfg.name] = {"state": pad}
+                    progress.start(f"{label} (state {pad['total']} bytes, loads "
+                                   f"{', '.join(f'{c} {x:.0%}' for c, x in tb.loads.items())})")
+                tb.check_alive()
+                t0, busy0 = time.monotonic(), common.machine_busy_s()
+                cands = (t.pick_rng.choice(cfg.candidates),) if cfg.pick_random else cfg.candidates
+                planned = glitch.plan(t.glitch_rng, cands, params) if cfg.glitches and not warm else {}
+                windows = {c: glitch.window_ms(t.history, c, params.prior_window_ms) for c in planned}
+                run = {"config": cfg.name, "run": i - args.warmup, "warmup": warm,
+                       **measured_migration(tb, cfg, args, cands,
+                                            watcher if cfg.glitches else None, planned, windows)}
+                for c, ms in run["start_to_ack_ms"].items():
+                    t.history[c].append(ms)
+                run["return"] = go_home(tb, args.timeout)
+                if cfg.idle_windows:
+                    run["idle"] = measure_idle(tb, run["window_s"])
+                runs.append(run)
+                t.busy_s += common.machine_busy_s() - busy0
+                t.wall_s += time.monotonic() - t0
+                progress.finish(f"{label}: {_run_line(run)}")
+            after_round()
     finally:
         if watcher is not None:
             watcher.close()
-    # Whole-machine CPU (all processes, ours included) while the configuration ran: a value near
-    # the core count says something else competed with the testbed.
-    busy = (common.machine_busy_s() - busy0) / max(time.monotonic() - t0, 1e-9)
-    progress.note(f"{cfg.name}: machine busy {busy:.2f} of {os.cpu_count()} cores")
-    return runs, {"state": pad, "machine_busy_cores": round(busy, 3)}
+    # Whole-machine CPU (all processes, ours included) during each configuration's runs: a value
+    # near the core count says something else competed with the testbed.
+    for t in tracks:
+        busy = t.busy_s / max(t.wall_s, 1e-9)
+        progress.note(f"{t.cfg.name}: machine busy {busy:.2f} of {os.cpu_count()} cores")
+        setup[t.cfg.name]["machine_busy_cores"] = round(busy, 3)
 
 
 def measured_migration(tb: Testbed, cfg: plan.Config, args: argparse.Namespace,
@@ -445,10 +475,8 @@ def main(argv: Any = None) -> int:
         tb.start()
         before = tb.packet_in_count()
         wait_packet_ins(tb, before)
-        for cfg in configs:
-            cfg_runs, setup[cfg.name] = run_config(tb, cfg, args, progress)
-            runs += cfg_runs
-            _write(args, configs, runs, setup, complete=False)
+        run_interleaved(tb, configs, args, progress, runs, setup,
+                        lambda: _write(args, configs, runs, setup, complete=False))
     finally:
         sent, problems = tb.close()
     doc = _write(args, configs, runs, setup, complete=True, sender=sent, problems=problems)
