@@ -48,15 +48,16 @@ Initiator, migration:
 | COMMITTED | winner gone / no ROLE_STATUS in time    | MASTER gen+2 (fences the winner's gen+1)      | RETAKING  |
 | COMM/SW   | END_MIGRATION from winner               | note the end (standby and buffer stay)        | same      |
 | COMM/SW   | DRAINED from winner                     | drop buffer and state, ask SLAVE, async back   | DONE      |
-| SWITCHED  | winner gone                             | MASTER (fenced, gen+1)                        | RETAKING  |
+| SWITCHED  | winner gone                             | MASTER gen+2 (fenced)                         | RETAKING  |
 | SWITCHED  | no DRAINED in time (winner alive)       | END_QUERY to the winner (again every 1 s)     | SWITCHED  |
 | COMMITTED | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
 | SWITCHED  | REFUSE from the winner                  | MASTER gen+2 (fenced)                         | RETAKING  |
 | RETAKING  | role MASTER confirmed                   | claim for itself, release buffer, async back  | RETAKEN   |
 | RETAKING  | winner gone / REFUSE (again)            | nothing                                       | RETAKING  |
+| RETAKING  | END_MIGRATION / DRAINED from the winner | nothing (the retake stands)                   | RETAKING  |
 | RUNNING   | (ABORTED, above)                        | also claim for itself (a late rescue loses)   | ABORTED   |
 | any       | message from a loser / unknown peer     | ignore                                        | same      |
-(RUNNING* is RUNNING with a winner chosen.)
+(RUNNING* is RUNNING with a winner chosen; COMM/SW is COMMITTED or SWITCHED.)
 
 Candidate:
 
@@ -67,7 +68,7 @@ Candidate:
 | EQUAL    | STATE                                     | restore (drop old copy first)            | EQUAL+s  |
 | EQUAL    | restored(digest ok) and marker seen       | STATE_ACK(digest)                        | READY    |
 | READY    | COMMIT(gen)                               | MASTER with gen, fenced                  | TAKING   |
-| TAKING   | MASTER confirmed                          | END_MIGRATION, release gap + buffer      | FLUSHING |
+| TAKING   | MASTER confirmed                          | END_MIGRATION (not a rescuer), release gap + buffer | FLUSHING |
 | TAKING   | MASTER refused (stale: fenced)            | SLAVE, drop buffer and state             | OUT      |
 | TAKING+  | demoted (ROLE_STATUS SLAVE)               | SLAVE, drop buffer and state             | OUT      |
 | TAKING+  | refused / demoted, initiator gone         | claim (its retake never finished)        | CLAIMING |
@@ -90,8 +91,8 @@ the drain is recorded separately (`drain_ms`), since it is part of the switch's 
 initiator never guesses DRAINED: a winner slow to flush (a stalled process) that dies after the
 guess would take its buffer with it. The standby and the buffer stay until DRAINED or the winner
 is gone; END_QUERY recovers a lost DRAINED (a lost END_MIGRATION only loses the mark: DRAINED
-ends the migration as well). Why it claims for itself on every outcome
-other than committed: a candidate whose ROLLBACK was lost must not rescue a migration that ended.
+ends the migration as well). Why it claims for itself on every outcome other than committed: a
+candidate whose ROLLBACK was lost must not rescue a migration that ended.
 """
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ class Restore:
 
 @dataclass(frozen=True)
 class Release:
-    """Hand these buffered packet-ins to the apps to answer, in order (then report flushed)."""
+    """Hand these buffered packet-ins (and PORT_STATUS) to the apps, in order (then report flushed)."""
 
     msgs: Tuple[Any, ...]
     then_flushed: bool = False

@@ -439,6 +439,21 @@ def test_end_migration_before_role_status_also_counts() -> None:
     assert core.state is Mig.DONE and RequestRole(Role.SLAVE) in out
 
 
+def test_end_and_drained_from_a_loser_or_while_retaking_are_ignored_and_end_keeps_its_first_time(
+        ) -> None:
+    core = switched(("b", "c"))
+    assert core.on_peer(0.6, msg(wire.DRAINED, "c")) == [], "c lost the race"
+    assert core.on_peer(0.6, msg(wire.END_MIGRATION, "c")) == [] and "end" not in core.t
+    core.on_peer(0.7, msg(wire.END_MIGRATION, "b"))
+    core.on_peer(0.8, msg(wire.END_MIGRATION, "b", {"again": True}))
+    assert core.t["end"] == 0.7, "a repeated END does not move the end"
+    core.peer_gone(0.9, "b")
+    assert core.state is Mig.RETAKING
+    assert core.on_peer(1.0, msg(wire.DRAINED, "b")) == []
+    assert core.on_peer(1.0, msg(wire.END_MIGRATION, "b")) == []
+    assert core.state is Mig.RETAKING
+
+
 def test_lost_end_migration_only_loses_the_mark_drained_ends_the_migration() -> None:
     core = switched()
     out = core.on_peer(0.8, msg(wire.DRAINED, "b"))
