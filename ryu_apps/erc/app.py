@@ -89,7 +89,8 @@ class ErcMigrator(compat.RyuApp):
 
     def start(self) -> Any:
         t = super().start()
-        compat.register_sync_handler(compat.ofp_event.EventOFPPacketIn, self._sync_packet_in)
+        compat.register_sync_handler(compat.ofp_event.EventOFPPacketIn, self._sync_held)
+        compat.register_sync_handler(compat.ofp_event.EventOFPPortStatus, self._sync_held)
         compat.register_sync_handler(compat.ofp_event.EventOFPFlowRemoved, self._sync_flow_removed)
         self.roles.hook_role_changes(self._role_changed_now)
         return t
@@ -99,14 +100,16 @@ class ErcMigrator(compat.RyuApp):
         return compat.app_manager.lookup_service_brick(ROLES_BRICK)
 
     # -- the switch stream, in wire order ---------------------------------------------------------
-    def _sync_packet_in(self, ev: Any) -> None:
+    def _sync_held(self, ev: Any) -> None:
+        """A packet-in, or a port change (the apps' state changes with it: a port gone down takes
+        its hosts along), is buffered like one from the freeze point or the candidate's marker."""
         try:
             msg = ev.msg
             core = self._core(msg.datapath.id)
             if core is not None and core.packet_in(time.monotonic(), msg):
                 mark_held(msg)
         except Exception:  # noqa: BLE001 -- raising here would kill the switch connection
-            LOG.exception("%s in the packet-in stream hook", MARKER)
+            LOG.exception("%s in the packet-in/port-status stream hook", MARKER)
 
     def _sync_flow_removed(self, ev: Any) -> None:
         try:
@@ -443,7 +446,7 @@ class ErcMigrator(compat.RyuApp):
                         lambda: self._exec(dpid, core, core.flushed(time.monotonic()))))
             elif isinstance(a, erc.DropBuffer):
                 if a.count:
-                    LOG.info("%s: %d buffered packet-in(s) of %#x dropped: %s", self.me,
+                    LOG.info("%s: %d buffered message(s) of %#x dropped: %s", self.me,
                              a.count, dpid, a.why)
             elif isinstance(a, erc.DropState):
                 n = snapshot.drop(self.redis, dpid)

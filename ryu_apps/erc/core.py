@@ -11,16 +11,18 @@ the initiator and every EQUAL candidate in stream order. The first marker the in
 its freeze point F: packet-ins before F are the initiator's to answer; from F on it buffers them
 (and its state stops changing, so one snapshot taken at F serves every candidate). Candidate j
 buffers from its own marker j; what the initiator buffered between F and marker j (the *gap*) is
-sent to j with the state, so j holds exactly the packet-ins from F on, each once.
+sent to j with the state, so j holds exactly the packet-ins from F on, each once. (The adapter
+hands PORT_STATUS messages to `packet_in` too: a port going down changes the apps' state, so it
+is buffered, moved and released in its place among the packet-ins, never applied after F.)
 Phase 2: snapshot (and gap) to the candidate, which restores it and acknowledges with the digest.
 Phase 3: COMMIT to the winner, which asks for MASTER with the generation_id given (only the winner
 ever asks for MASTER); the switch sends ROLE_STATUS(SLAVE) to the initiator. The winner, MASTER,
 sends END_MIGRATION (the migration's end, where its time is measured, as in the paper) and then
 answers its buffer in order. The initiator stays a standby (EQUAL, and asynchronous messages as
-SLAVE), keeping its own copy of the buffer, until DRAINED: the winner answered all of it. The
-committing point (the moment the winner is chosen: the first STATUS, or
-the first STATE_ACK) is configurable; every other candidate is rolled back then, and whatever a
-loser sends afterwards is ignored.
+SLAVE), keeping its own copy of the buffer, until DRAINED: the winner answered all of it.
+The committing point (the moment the winner is chosen: the first STATUS, or the first STATE_ACK)
+is configurable; every other candidate is rolled back then, and whatever a loser sends afterwards
+is ignored.
 
 Initiator, per candidate ("cand"):
 

@@ -21,7 +21,8 @@ from ryu_apps.learning.store import L2Store
 from ryu_apps.loud import loud
 from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
-from ryu_apps.roles.events import EventQuiesce, EventRelease, EventRoleChanged, EventStateMoved
+from ryu_apps.roles.events import (EventQuiesce, EventRelease, EventRoleChanged, EventStateMoved,
+                                   is_held)
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.learning")
@@ -87,14 +88,17 @@ class LearningSwitch(compat.RyuApp):
     @compat.set_ev_cls(EventRelease)
     @loud
     def _release(self, ev: EventRelease) -> None:
-        """Packet-ins a migration buffered, now ours to answer (in order)."""
+        """Packet-ins (and port changes) a migration buffered, now ours to handle, in order."""
         dp = ev.datapath
         if not self.roles.is_master(dp.id):
-            LOG.warning("%s: %d released packet-in(s) of %#x dropped: not MASTER",
+            LOG.warning("%s: %d released message(s) of %#x dropped: not MASTER",
                         self.cfg.instance_id, len(ev.msgs), dp.id)
             return
         for msg in ev.msgs:
-            self._answer(msg)
+            if msg.msg_type == dp.ofproto.OFPT_PORT_STATUS:
+                self._port_changed(msg, " (held through a migration)")
+            else:
+                self._answer(msg)
         self._flush()
 
     @compat.set_ev_cls(EventQuiesce)
@@ -114,15 +118,18 @@ class LearningSwitch(compat.RyuApp):
     @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
     @loud
     def _port_status(self, ev: Any) -> None:
-        msg = ev.msg
+        if not is_held(ev.msg):  # a migration buffered it: it comes back through EventRelease
+            self._port_changed(ev.msg)
+
+    def _port_changed(self, msg: Any, how: str = "") -> None:
         dp, ofp, desc = msg.datapath, msg.datapath.ofproto, msg.desc
         down = (msg.reason == ofp.OFPPR_DELETE or desc.state & ofp.OFPPS_LINK_DOWN
                 or desc.config & ofp.OFPPC_PORT_DOWN)
         if not down or not self.roles.is_master(dp.id):
             return
         writes = self.core.port_down(dp.id, desc.port_no)
-        LOG.info("%s: port %d of %#x is down: forgetting %d host(s)", self.cfg.instance_id,
-                 desc.port_no, dp.id, len(writes))
+        LOG.info("%s: port %d of %#x is down%s: forgetting %d host(s)", self.cfg.instance_id,
+                 desc.port_no, dp.id, how, len(writes))
         self.writes.extend(writes)
         cookie = dict(cookie=ofmsgs.LEARNING_COOKIE, cookie_mask=ofmsgs.COOKIE_APP_MASK)
         self.outbox.append((dp, ofmsgs.flow_delete(dp, out_port=desc.port_no, **cookie)))

@@ -56,7 +56,8 @@ class EventRoleRefused(compat.EventBase):
 
 
 class EventRelease(compat.EventBase):
-    """Answer these packet-ins now, in order, if this instance is MASTER of the switch."""
+    """Answer these packet-ins now, in order, if this instance is MASTER of the switch. A
+    PORT_STATUS among them (a migration buffers those too) is applied at its place in the order."""
 
     def __init__(self, datapath: Any, msgs: Tuple[Any, ...]) -> None:
         super().__init__()
