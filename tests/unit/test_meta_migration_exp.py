@@ -563,3 +563,38 @@ def test_figure_panels_come_in_the_papers_order() -> None:
     assert [n.split(":")[0] for n in names] == ["Fig. 6a", "Fig. 6b", "Fig. 8a", "Fig. 8b",
                                                  "Fig. 9 / Table I", "Fig. 10a", "Fig. 10b",
                                                  "headline"]
+
+
+def test_meta_tail_describes_the_slowest_runs_and_the_bound() -> None:
+    from experiments import meta_tail
+
+    runs = []
+    for i in range(99):
+        runs.append(dict(_run(plan.HEAD_META, 20.0 + i * 0.01), drain_ms=1.0,
+                         loads={"c2": 0.1, "c3": 0.9, "c4": 0.9},
+                         record={"marks_ms": {"decide": 15.0, "end": 20.0}}))
+    runs.append(dict(_run(plan.HEAD_META, 100.0, winner="c3"), drain_ms=30.0,
+                     loads={"c2": 0.1, "c3": 0.9, "c4": 0.9},
+                     glitches={"c2": {"fired": True}, "c4": {"fired": False}},
+                     record={"marks_ms": {"decide": 70.0, "end": 100.0, "drained": 130.0}}))
+    facts = meta_tail.tail_facts(runs, plan.HEAD_META)
+    assert facts["n"] == 100 and facts["tail_runs"] == 1 and facts["tail_from_ms"] == 100.0
+    assert facts["tail_winners"] == {"c3 (90%)": 1} and facts["tail_least_loaded_paused"] == 1
+    assert facts["tail_median_marks_ms"] == {"decide": 70.0, "switched": None, "end": 100.0,
+                                             "drained": 130.0}
+    assert facts["drained_p50_ms"] == 21.495 and facts["drained_p99_ms"] > facts["p99_ms"]
+    assert meta_tail.tail_facts(runs, "nothing") == {"n": 0}
+    runs += [_run(f"fixed-high {plan.HEAD_PAIR}", t) for t in (80.0, 90.0, 100.0)]
+    assert meta_tail.bound(runs) == {"meta3_p99_ms": facts["p99_ms"], "fixed_high_p50_ms": 90.0,
+                                     "fixed_random_p99_ms": None}
+
+
+def test_partial_results_are_written_at_most_once_a_period() -> None:
+    from experiments.meta_migration import every
+
+    now, calls = [0.0], []
+    f = every(60.0, lambda: calls.append(now[0]), clock=lambda: now[0])
+    for t in (0.0, 30.0, 59.9, 60.0, 61.0, 130.0):
+        now[0] = t
+        f()
+    assert calls == [0.0, 60.0, 130.0]
