@@ -145,7 +145,9 @@ def test_fixed_stalled_candidate_times_out_and_rolls_back(controllers, mininet):
     b.assert_exactly_once("c1")
 
 
-@pytest.mark.parametrize("fault", ["hold:COMMIT:4", "stall:END_MIGRATION:4", "stall:DRAINED:4"])
+# (A stall on END_MIGRATION is no such case any more: END goes from the role manager's handler
+# after the release is queued, so the app drains and DRAINED ends the migration meanwhile.)
+@pytest.mark.parametrize("fault", ["hold:COMMIT:4", "stall:DRAINED:4"])
 def test_winner_dies_right_after_commit_old_master_retakes(controllers, mininet, fault):
     b = Bench(controllers, mininet, n=2, conf={"c2": {"fault": fault}})
     b.ping_load(count=400)
