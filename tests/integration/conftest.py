@@ -80,10 +80,22 @@ def mininet(request: Any) -> Iterator[Callable[..., Any]]:
         try:  # one net failing to stop must not leave the others running
             if _failed(request):
                 print("\n=== flows ===\n" + dump_flows(net))
+            _interrupt_waiting_hosts(net)
             net.stop()
         except Exception as e:  # noqa: BLE001 -- reported below, after every net was tried
             errors.append(e)
+            for sw in net.switches:  # at least our bridges go (never every bridge: mn -c)
+                subprocess.run(["ovs-vsctl", "--if-exists", "del-br", sw.name], check=False)
     assert not errors, f"could not stop a network: {errors}"
+
+
+def _interrupt_waiting_hosts(net: Any) -> None:
+    """A test that failed between a host's sendCmd and its waitOutput (a ping load) leaves the
+    host waiting, and Mininet's stop() then asserts before deleting any bridge."""
+    for h in net.hosts:
+        if getattr(h, "waiting", False):
+            h.sendInt()
+            h.waitOutput()
 
 
 @pytest.fixture
