@@ -33,7 +33,9 @@ its runs do not depend on which other configurations were selected. The glitch w
 subscriber thread in this process) runs throughout when any selected configuration has glitches,
 so every configuration shares its small cost alike; the state's size is recorded from round 0.
 `--quick` is the same with 15 runs and 1 warm-up per configuration (27 configurations, about a
-minute here); the full run does 1000 (27,054 migrations in 51 minutes here, 2026-11-21). No CPU pinning: the four controllers,
+minute here); the full run does 1000 (27,054 migrations: 51 minutes here on 2026-11-21 with the
+configurations in sequence, 102 on 2026-11-22 round-robin while the results were still rewritten
+after every round, which is now at most once a minute). No CPU pinning: the four controllers,
 OVS and the Redis servers share the two cores, as the candidates' quotas assume.
 
 Usage: .venv/bin/python experiments/meta_migration.py [--quick] [--out DIR] [--runs N] ...   (root)
