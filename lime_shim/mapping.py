@@ -1,0 +1,213 @@
+"""Where each logical switch lives: its physical instances and, on each, where its ports are. No I/O.
+
+Apps see a logical switch: one dpid and one set of port numbers (those of the switch it started
+as). While LIME migrates it, two or more physical OVS bridges (instances) carry its traffic. On
+each instance every logical port has
+
+- an *output place*: `Local(p)` (this bridge's own port p), or `Tunnel(via, vid, peer, peer_port)`
+  (the port is on another instance: push VLAN `vid`, send out of `via`; the peer bridge gets it on
+  `peer_port`, pops the tag and sends it out of its local port; `vid` names the logical port there),
+  or none (no way to reach it from here: outputs to it are dropped on this instance);
+- any number of *input ports*: physical ports whose packets the apps see as arriving on it. A
+  neighbour of a cloned switch has two (the links to the old and to the new instance), so every
+  rule that matches that in_port is installed once per physical input.
+
+The map is saved as JSON (in Redis, by the adapter) so a controller restart finds a migration where
+it was and can resume or roll it back.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+from lime_shim.model import is_physical
+
+VID_MIN, VID_MAX = 1, 4094
+
+
+class MappingError(ValueError):
+    """A request that does not fit the current map (unknown switch, port in use, ...)."""
+
+
+@dataclass(frozen=True)
+class Local:
+    port: int
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    via: int        # this instance's port toward the peer
+    vid: int        # the VLAN id that names the logical port at the peer
+    peer: int       # the peer instance's physical dpid
+    peer_port: int  # the peer's port the tunnel arrives on
+
+
+Place = Union[Local, Tunnel]
+
+
+@dataclass
+class Instance:
+    dpid: int
+    out: Dict[int, Place] = field(default_factory=dict)   # logical port -> output place
+    ins: Dict[int, int] = field(default_factory=dict)     # physical port -> logical port
+
+    def inputs_of(self, lport: int) -> Tuple[int, ...]:
+        return tuple(sorted(p for p, lp in self.ins.items() if lp == lport))
+
+    def local(self, lport: int) -> Optional[int]:
+        place = self.out.get(lport)
+        return place.port if isinstance(place, Local) else None
+
+
+@dataclass
+class LogicalSwitch:
+    dpid: int
+    ports: Tuple[int, ...]
+    instances: Dict[int, Instance] = field(default_factory=dict)
+
+    @property
+    def migrating(self) -> bool:
+        return len(self.instances) > 1
+
+    def instance(self, pdpid: int) -> Instance:
+        try:
+            return self.instances[pdpid]
+        except KeyError:
+            raise MappingError(f"{pdpid:#x} is not an instance of logical switch {self.dpid:#x}")
+
+    def home_of(self, lport: int) -> Optional[int]:
+        """The instance where the port is local (the lowest dpid if several), or None."""
+        homes = sorted(d for d, i in self.instances.items() if i.local(lport) is not None)
+        return homes[0] if homes else None
+
+
+class Mapping:
+    """Every logical switch, and which physical dpid belongs to which."""
+
+    def __init__(self) -> None:
+        self.switches: Dict[int, LogicalSwitch] = {}
+
+    # -- lookups ------------------------------------------------------------------------------------
+    def logical(self, dpid: int) -> LogicalSwitch:
+        try:
+            return self.switches[dpid]
+        except KeyError:
+            raise MappingError(f"unknown logical switch {dpid:#x}") from None
+
+    def owner(self, pdpid: int) -> Optional[LogicalSwitch]:
+        """The logical switch a physical bridge is an instance of, if any."""
+        for ls in self.switches.values():
+            if pdpid in ls.instances:
+                return ls
+        return None
+
+    def __iter__(self) -> Iterator[LogicalSwitch]:
+        return iter(self.switches.values())
+
+    # -- changes (each checks everything first, then changes, so a refused one changes nothing) -----
+    def add_switch(self, dpid: int, ports: Tuple[int, ...]) -> LogicalSwitch:
+        """A physical switch seen for the first time: it is its own logical switch, ports local."""
+        if dpid in self.switches or self.owner(dpid) is not None:
+            raise MappingError(f"switch {dpid:#x} is already mapped")
+        _check_ports(ports)
+        inst = Instance(dpid, {p: Local(p) for p in ports}, {p: p for p in ports})
+        ls = LogicalSwitch(dpid, tuple(sorted(ports)), {dpid: inst})
+        self.switches[dpid] = ls
+        return ls
+
+    def add_instance(self, dpid: int, inst: Instance) -> None:
+        """Clone target: `inst` becomes a further instance of logical switch `dpid`."""
+        ls = self.logical(dpid)
+        holder = self.owner(inst.dpid)
+        if holder is not None:
+            raise MappingError(f"clone target {inst.dpid:#x} is already in use (by logical switch "
+                               f"{holder.dpid:#x})")
+        if inst.dpid in self.switches:
+            raise MappingError(f"clone target {inst.dpid:#x} is a logical switch itself")
+        self.check_instance(ls, inst, adding=True)
+        ls.instances[inst.dpid] = inst
+
+    def set_instance(self, dpid: int, inst: Instance) -> None:
+        """Replace an existing instance's places (a host moved, a neighbour's link changed)."""
+        ls = self.logical(dpid)
+        ls.instance(inst.dpid)
+        self.check_instance(ls, inst, adding=False)
+        ls.instances[inst.dpid] = inst
+
+    def remove_instance(self, dpid: int, pdpid: int) -> None:
+        ls = self.logical(dpid)
+        ls.instance(pdpid)
+        if len(ls.instances) == 1:
+            raise MappingError(f"{pdpid:#x} is the last instance of {dpid:#x}: it cannot be retired")
+        for other in ls.instances.values():
+            if other.dpid != pdpid and any(isinstance(p, Tunnel) and p.peer == pdpid
+                                           for p in other.out.values()):
+                raise MappingError(f"instance {other.dpid:#x} still tunnels to {pdpid:#x}")
+        del ls.instances[pdpid]
+
+    def check_instance(self, ls: LogicalSwitch, inst: Instance, adding: bool) -> None:
+        for lport, place in inst.out.items():
+            if lport not in ls.ports:
+                raise MappingError(f"{lport} is not a port of logical switch {ls.dpid:#x}")
+            if isinstance(place, Local):
+                if not is_physical(place.port):
+                    raise MappingError(f"bad physical port {place.port}")
+            else:
+                if not VID_MIN <= place.vid <= VID_MAX:
+                    raise MappingError(f"tunnel VLAN id {place.vid} out of 1..4094")
+                peer = ls.instances.get(place.peer)
+                if peer is None or place.peer == inst.dpid:
+                    raise MappingError(f"tunnel peer {place.peer:#x} is not another instance of "
+                                       f"{ls.dpid:#x}")
+                if peer.local(lport) is None:
+                    raise MappingError(f"port {lport} is not local on tunnel peer {place.peer:#x}")
+        for pport, lport in inst.ins.items():
+            if lport not in ls.ports or not is_physical(pport):
+                raise MappingError(f"bad input port {pport} -> {lport}")
+        vids = [(p.peer, p.vid) for p in inst.out.values() if isinstance(p, Tunnel)]
+        if len(vids) != len(set(vids)):
+            raise MappingError("two logical ports share a tunnel VLAN id toward the same peer")
+
+    # -- persistence --------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps([_ls_doc(ls) for ls in self.switches.values()], sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Mapping":
+        m = cls()
+        try:
+            for doc in json.loads(text):
+                ls = LogicalSwitch(int(doc["dpid"]), tuple(int(p) for p in doc["ports"]))
+                for idoc in doc["instances"]:
+                    ls.instances[int(idoc["dpid"])] = _instance(idoc)
+                m.switches[ls.dpid] = ls
+        except (ValueError, KeyError, TypeError) as e:
+            raise MappingError(f"saved map does not parse: {e}") from None
+        return m
+
+
+def _check_ports(ports: Tuple[int, ...]) -> None:
+    if len(set(ports)) != len(ports) or not all(is_physical(p) for p in ports):
+        raise MappingError(f"bad port list {ports!r}")
+
+
+def _place_doc(place: Place) -> List[int]:
+    if isinstance(place, Local):
+        return [place.port]
+    return [place.via, place.vid, place.peer, place.peer_port]
+
+
+def _ls_doc(ls: LogicalSwitch) -> Dict[str, Any]:
+    return {"dpid": ls.dpid, "ports": list(ls.ports),
+            "instances": [{"dpid": i.dpid,
+                           "out": {str(k): _place_doc(v) for k, v in sorted(i.out.items())},
+                           "ins": {str(k): v for k, v in sorted(i.ins.items())}}
+                          for i in ls.instances.values()]}
+
+
+def _instance(doc: Dict[str, Any]) -> Instance:
+    out: Dict[int, Place] = {}
+    for k, v in doc["out"].items():
+        out[int(k)] = Local(int(v[0])) if len(v) == 1 else Tunnel(*(int(x) for x in v))
+    return Instance(int(doc["dpid"]), out, {int(k): int(v) for k, v in doc["ins"].items()})

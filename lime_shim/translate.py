@@ -1,0 +1,158 @@
+"""An app's rule (in logical ports) as the physical rules one instance needs. No I/O.
+
+Per instance, for a rule R of logical switch L:
+
+| R's part                      | on instance I                                                  |
+|-------------------------------|----------------------------------------------------------------|
+| match in_port = lp            | one copy per physical input of lp on I (none: R is not needed) |
+| no in_port, and an output to  | one copy per physical input, when some input is not its port's |
+|   a port (or FLOOD) that has  | output place (else the packet could go back where it came)     |
+|   such an input               |                                                                |
+| output lp                     | Local(p): output p; Tunnel: push VLAN vid, output via, pop;    |
+|                               | no place on I: dropped (reported)                              |
+| output FLOOD / ALL            | every logical port but the packet's in_port, each as above     |
+| output lp = the in_port       | nothing (OpenFlow drops it; IN_PORT is how to ask for that)    |
+| output IN_PORT, CONTROLLER,   | unchanged                                                      |
+|   LOCAL, NORMAL, TABLE        |                                                                |
+| cookie                        | the shim's cookie for R (packet-ins and stats map back to R)   |
+| while L is migrating:         |                                                                |
+|   idle / hard timeout         | 0 (the shim times R out on every instance; see timeouts.py)    |
+|   SEND_FLOW_REM               | cleared (the shim sends the FLOW_REMOVED the app asked for)    |
+|   to-controller + forward     | to-controller only (the shim forwards; see LIME sec. 4.1)      |
+
+Tunnel ends: for every tunnel another instance points at I, I gets a rule above every app rule that
+pops the tag and outputs to the logical port's local port, and a drop rule for anything else on
+the tunnel port, so tunnelled packets never meet the app's rules twice.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import List, Optional, Tuple
+
+from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
+from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
+                             VLAN_PRESENT, Action, Actions, Output, PopVlan, PushVlan, Rule,
+                             SetVlan, match_get, match_set)
+
+#: Cookies of the shim's own physical rules: the top 16 bits mark them, the rest is a serial.
+COOKIE_MARK = 0x11AE << 48
+COOKIE_MASK = 0xFFFF << 48
+TUNNEL_COOKIE = COOKIE_MARK | 0xFFFF_FFFF_FFFF
+TUNNEL_PRIORITY = 65535
+TUNNEL_GUARD_PRIORITY = 65534
+
+
+def shim_cookie(serial: int) -> int:
+    if not 0 < serial < 0xFFFF_FFFF_FFFF:
+        raise ValueError(f"rule serial {serial} out of range")
+    return COOKIE_MARK | serial
+
+
+def serial_of(cookie: int) -> Optional[int]:
+    """The rule serial a physical cookie carries, or None if not one of the shim's app rules."""
+    if cookie & COOKIE_MASK != COOKIE_MARK or cookie == TUNNEL_COOKIE:
+        return None
+    return cookie & ~COOKIE_MASK
+
+
+def output_to(inst: Instance, lport: int) -> Optional[Actions]:
+    place = inst.out.get(lport)
+    if isinstance(place, Local):
+        return (Output(place.port),)
+    if isinstance(place, Tunnel):
+        return (PushVlan(), SetVlan(place.vid | VLAN_PRESENT), Output(place.via), PopVlan())
+    return None
+
+
+def translate_actions(ls: LogicalSwitch, inst: Instance, actions: Actions,
+                      in_lport: Optional[int]) -> Tuple[Actions, Tuple[int, ...]]:
+    """Physical actions for `inst`, and the logical ports an output could not reach from it."""
+    out: List[Action] = []
+    dropped: List[int] = []
+    for a in actions:
+        if not isinstance(a, Output) or a.port in PASS_THROUGH:
+            out.append(a)
+            continue
+        if a.port in EVERY_PORT:
+            targets = [p for p in ls.ports if p != in_lport]
+        elif a.port == in_lport:
+            continue  # OpenFlow drops an output to the ingress port (IN_PORT is how to ask for it)
+        else:
+            targets = [a.port]
+        for lport in targets:
+            acts = output_to(inst, lport)
+            if acts is None:
+                dropped.append(lport)
+            else:
+                out.extend(acts)
+    return tuple(out), tuple(dropped)
+
+
+def controller_only(actions: Actions) -> Actions:
+    """A rule that both sends to the controller and forwards: keep only the controller part."""
+    ctl = [a for a in actions if isinstance(a, Output) and a.port == OFPP_CONTROLLER]
+    if not ctl or len(ctl) == sum(isinstance(a, Output) for a in actions):
+        return actions
+    return (Output(OFPP_CONTROLLER),)
+
+
+def needs_split(inst: Instance, rule: Rule) -> bool:
+    """Must an in_port-less rule be installed per input port on this instance? Yes when a packet
+    could come in on a port that is not its logical port's output place and the rule sends to
+    that logical port (or floods): OVS would not know it is sending the packet back where it
+    came from, so each copy has to leave that port out itself."""
+    floods = any(isinstance(a, Output) and a.port in EVERY_PORT for a in rule.actions)
+    named = set(rule.outputs())
+    return any(inst.out.get(lp) != Local(p) and (floods or lp in named)
+               for p, lp in inst.ins.items())
+
+
+def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, cookie: int
+              ) -> Tuple[Tuple[Rule, ...], Tuple[int, ...]]:
+    """The physical rules `inst` needs for `rule`, and the logical outputs it cannot reach."""
+    base = replace(rule, cookie=cookie)
+    if ls.migrating:
+        base = replace(base, idle_timeout=0, hard_timeout=0, flags=base.flags & ~OFPFF_SEND_FLOW_REM,
+                       actions=controller_only(base.actions))
+    in_lport = match_get(rule.match, "in_port")
+    if in_lport is not None:
+        inputs = [(p, in_lport) for p in inst.inputs_of(in_lport)]
+    elif needs_split(inst, rule):
+        inputs = sorted(inst.ins.items())
+    else:
+        acts, dropped = translate_actions(ls, inst, base.actions, None)
+        return (base.with_actions(acts),), dropped
+    rules: List[Rule] = []
+    dropped_all: List[int] = []
+    for pport, lport in inputs:
+        acts, dropped = translate_actions(ls, inst, base.actions, lport)
+        rules.append(replace(base, match=match_set(rule.match, "in_port", pport), actions=acts))
+        dropped_all += dropped
+    return tuple(rules), tuple(sorted(set(dropped_all)))
+
+
+def tunnel_ends(ls: LogicalSwitch, inst: Instance) -> Tuple[Rule, ...]:
+    """The rules that end, on `inst`, the tunnels other instances send into it."""
+    rules: List[Rule] = []
+    guarded = set()
+    for other in ls.instances.values():
+        if other.dpid == inst.dpid:
+            continue
+        for lport, place in sorted(other.out.items()):
+            if not isinstance(place, Tunnel) or place.peer != inst.dpid:
+                continue
+            local = inst.local(lport)
+            if local is None:
+                continue  # the map forbids this (Mapping.check_instance)
+            m = (("in_port", place.peer_port), ("vlan_vid", place.vid | VLAN_PRESENT))
+            rules.append(Rule(TUNNEL_PRIORITY, m, (PopVlan(), Output(local)),
+                              cookie=TUNNEL_COOKIE))
+            guarded.add(place.peer_port)
+    for port in sorted(guarded):
+        rules.append(Rule(TUNNEL_GUARD_PRIORITY, (("in_port", port),), (), cookie=TUNNEL_COOKIE))
+    return tuple(rules)
+
+
+def phase_one(rule: Rule) -> Rule:
+    """The first half of a two-phase update: the new match, every packet to the shim."""
+    return rule.with_actions((Output(OFPP_CONTROLLER),))

@@ -1,0 +1,258 @@
+"""LIME rule translation: a packet meets the same logical rule on whichever instance it enters.
+
+The property test wires instances the way the testbeds do (identity ports on the original, new
+port numbers on the clone, tunnels both ways, a neighbour with two links for one logical port),
+translates one logical rule onto every instance, and pushes a packet through the physical rules
+with a small simulator of OVS's table and actions. Whatever the entry point, the logical ports
+that get the packet are exactly those the logical rule names, each exactly once.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lime_shim import translate as tr
+from lime_shim.mapping import Instance, Local, LogicalSwitch, Mapping, MappingError, Tunnel
+from lime_shim.model import (OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT,
+                             PASS_THROUGH, VLAN_PRESENT, Output, PopVlan, PushVlan, Rule, SetVlan,
+                             match_get, match_of)
+
+A, B = 1, 2
+A_VIA, B_VIA = 50, 60  # A's port toward B and B's port toward A
+
+
+def build(n: int, on_b: List[bool], moved: List[bool], twin: List[bool], twin_out: List[bool]
+          ) -> LogicalSwitch:
+    """Logical ports 1..n on A (identity); B has port lp as 10+lp where on_b; a moved port is
+    reached from A through the tunnel; a twin port has a second physical input 30+lp on A (a
+    neighbour linked to both), maybe used as its output."""
+    ports = tuple(range(1, n + 1))
+    m = Mapping()
+    ls = m.add_switch(A, ports)
+    a = ls.instances[A]
+    b = Instance(B)
+    for i, lp in enumerate(ports):
+        if twin[i]:
+            a.ins[30 + lp] = lp
+            if twin_out[i]:
+                a.out[lp] = Local(30 + lp)
+        if on_b[i]:
+            b.out[lp] = Local(10 + lp)
+            b.ins[10 + lp] = lp
+        else:
+            b.out[lp] = Tunnel(B_VIA, 100 + lp, A, A_VIA)
+    m.add_instance(A, b)
+    for i, lp in enumerate(ports):
+        if on_b[i] and moved[i]:
+            a.out[lp] = Tunnel(A_VIA, lp, B, B_VIA)
+    m.set_instance(A, a)
+    return ls
+
+
+def wiring(ls: LogicalSwitch) -> Dict[Tuple[int, int], Tuple]:
+    wire: Dict[Tuple[int, int], Tuple] = {(A, A_VIA): ("peer", B, B_VIA),
+                                          (B, B_VIA): ("peer", A, A_VIA)}
+    for inst in ls.instances.values():
+        for pport, lport in inst.ins.items():
+            wire[(inst.dpid, pport)] = ("lport", lport)
+        for lport, place in inst.out.items():
+            if isinstance(place, Local):
+                wire[(inst.dpid, place.port)] = ("lport", lport)
+    return wire
+
+
+def matches(rule: Rule, in_port: int, vid: Optional[int]) -> bool:
+    for k, v in rule.match:
+        if k == "in_port" and v != in_port:
+            return False
+        if k == "vlan_vid" and v != vid:
+            return False
+    return True
+
+
+def run(tables: Dict[int, List[Rule]], wire, dpid: int, in_port: int, vid: Optional[int] = None,
+        hops: int = 0) -> List:
+    """Where a packet entering `dpid` on `in_port` ends up: logical ports and reserved ports."""
+    assert hops < 4, "the packet loops between instances"
+    hits = [r for r in tables[dpid] if matches(r, in_port, vid)]
+    if not hits:
+        return []
+    top = max(r.priority for r in hits)
+    best = [r for r in hits if r.priority == top]
+    assert len(best) == 1, f"ambiguous physical rules {best}"
+    tags: List[int] = [] if vid is None else [vid]
+    got: List = []
+    for act in best[0].actions:
+        if isinstance(act, PushVlan):
+            tags.append(VLAN_PRESENT)
+        elif isinstance(act, SetVlan):
+            tags[-1] = act.vid
+        elif isinstance(act, PopVlan):
+            tags.pop()
+        elif isinstance(act, Output):
+            if act.port in PASS_THROUGH:
+                got.append(("reserved", act.port))
+            elif act.port == in_port:
+                continue  # OVS drops an output to the ingress port
+            else:
+                kind, *rest = wire[(dpid, act.port)]
+                if kind == "lport":
+                    assert not tags, "a tagged packet left the logical switch"
+                    got.append(("lport", rest[0]))
+                else:
+                    got += run(tables, wire, rest[0], rest[1], tags[-1] if tags else None,
+                               hops + 1)
+    return got
+
+
+def tables_for(ls: LogicalSwitch, rule: Rule) -> Dict[int, List[Rule]]:
+    out = {}
+    for inst in ls.instances.values():
+        rules, dropped = tr.translate(ls, inst, rule, tr.shim_cookie(7))
+        assert dropped == ()
+        out[inst.dpid] = list(rules) + list(tr.tunnel_ends(ls, inst))
+    return out
+
+
+def expected(ls: LogicalSwitch, rule: Rule, entry: int) -> Counter:
+    want = match_get(rule.match, "in_port")
+    if want is not None and want != entry:
+        return Counter()
+    outs = rule.outputs()
+    if ls.migrating and OFPP_CONTROLLER in outs:
+        return Counter({("reserved", OFPP_CONTROLLER): 1})
+    c: Counter = Counter()
+    for p in outs:
+        if p == OFPP_FLOOD:
+            c.update(("lport", q) for q in ls.ports if q != entry)
+        elif p in PASS_THROUGH:
+            c[("reserved", p)] += 1
+        elif p != entry:
+            c[("lport", p)] += 1
+    return c
+
+
+@st.composite
+def cases(draw):
+    n = draw(st.integers(2, 5))
+    flags = [draw(st.lists(st.booleans(), min_size=n, max_size=n)) for _ in range(4)]
+    ls = build(n, *flags)
+    outs = draw(st.lists(st.sampled_from(list(range(1, n + 1)) + [OFPP_FLOOD, OFPP_CONTROLLER]),
+                         max_size=3, unique=True))
+    in_port = draw(st.one_of(st.none(), st.integers(1, n)))
+    fields = {"eth_dst": "00:00:00:00:00:02"}
+    if in_port is not None:
+        fields["in_port"] = in_port
+    rule = Rule(10, match_of(**fields), tuple(Output(p) for p in outs))
+    return ls, rule
+
+
+@settings(max_examples=400, deadline=None)
+@given(cases())
+def test_every_entry_point_gives_the_logical_rules_outputs_once(case):
+    ls, rule = case
+    tables = tables_for(ls, rule)
+    wire = wiring(ls)
+    for inst in ls.instances.values():
+        for pport, lport in inst.ins.items():
+            got = Counter(run(tables, wire, inst.dpid, pport))
+            assert got == expected(ls, rule, lport), (inst.dpid, pport, lport)
+
+
+def test_a_single_instance_keeps_the_rule_as_it_is_but_for_the_cookie():
+    m = Mapping()
+    ls = m.add_switch(3, (1, 2))
+    rule = Rule(10, match_of(in_port=1, eth_dst="aa"), (Output(2),), idle_timeout=30,
+                flags=OFPFF_SEND_FLOW_REM, cookie=5)
+    rules, dropped = tr.translate(ls, ls.instances[3], rule, tr.shim_cookie(1))
+    assert rules == (Rule(10, rule.match, (Output(2),), idle_timeout=30,
+                          flags=OFPFF_SEND_FLOW_REM, cookie=tr.shim_cookie(1)),)
+    assert dropped == ()
+    flood = Rule(1, (), (Output(OFPP_FLOOD),))
+    rules, _ = tr.translate(ls, ls.instances[3], flood, tr.shim_cookie(2))
+    assert [r.actions for r in rules] == [(Output(1), Output(2))]
+
+
+def test_while_migrating_timeouts_and_flow_removed_are_the_shims_and_ctl_forward_is_ctl_only():
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
+    rule = Rule(10, match_of(in_port=1), (Output(2), Output(OFPP_CONTROLLER)), idle_timeout=5,
+                hard_timeout=9, flags=OFPFF_SEND_FLOW_REM)
+    for inst in ls.instances.values():
+        (phys,), _ = tr.translate(ls, inst, rule, tr.shim_cookie(3))
+        assert (phys.idle_timeout, phys.hard_timeout, phys.flags) == (0, 0, 0)
+        assert phys.actions == (Output(OFPP_CONTROLLER),)
+        assert tr.serial_of(phys.cookie) == 3
+
+
+def test_an_output_with_no_place_on_an_instance_is_reported():
+    m = Mapping()
+    ls = m.add_switch(3, (1, 2))
+    m.add_instance(3, Instance(0x103, {1: Local(7)}, {7: 1}))
+    rules, dropped = tr.translate(ls, ls.instances[0x103], Rule(1, (), (Output(2),)), 9 | tr.COOKIE_MARK)
+    assert dropped == (2,) and rules[0].actions == ()
+
+
+def test_pass_through_ports_are_kept():
+    ls = build(2, [True, False], [False, False], [False, False], [False, False])
+    rule = Rule(1, (), (Output(OFPP_IN_PORT),))
+    for inst in ls.instances.values():
+        rules, _ = tr.translate(ls, inst, rule, tr.shim_cookie(1))
+        assert all(r.actions == (Output(OFPP_IN_PORT),) for r in rules)
+
+
+def test_tunnel_ends_pop_and_guard():
+    ls = build(2, [True, False], [True, False], [False, False], [False, False])
+    ends_b = tr.tunnel_ends(ls, ls.instances[B])
+    assert Rule(tr.TUNNEL_PRIORITY, (("in_port", B_VIA), ("vlan_vid", 1 | VLAN_PRESENT)),
+                (PopVlan(), Output(11)), cookie=tr.TUNNEL_COOKIE) in ends_b
+    assert Rule(tr.TUNNEL_GUARD_PRIORITY, (("in_port", B_VIA),), (),
+                cookie=tr.TUNNEL_COOKIE) in ends_b
+    assert tr.serial_of(tr.TUNNEL_COOKIE) is None
+    assert tr.serial_of(12) is None
+
+
+def test_phase_one_sends_everything_to_the_shim():
+    rule = Rule(10, match_of(in_port=1), (SetVlan(5 | VLAN_PRESENT), Output(2)))
+    assert tr.phase_one(rule) == Rule(10, rule.match, (Output(OFPP_CONTROLLER),))
+
+
+@pytest.mark.parametrize("serial", [0, 0xFFFF_FFFF_FFFF, -1])
+def test_bad_serials_are_refused(serial):
+    with pytest.raises(ValueError):
+        tr.shim_cookie(serial)
+
+
+def test_mapping_refuses_bad_requests_and_changes_nothing():
+    m = Mapping()
+    m.add_switch(3, (1, 2))
+    m.add_switch(1, (1, 2))
+    before = m.to_json()
+    with pytest.raises(MappingError, match="unknown logical switch"):
+        m.add_instance(9, Instance(0x109))
+    with pytest.raises(MappingError, match="already in use"):
+        m.add_instance(3, Instance(1))
+    m.add_instance(3, Instance(0x103, {1: Local(1)}, {1: 1}))
+    after_clone = m.to_json()
+    with pytest.raises(MappingError, match="already in use"):
+        m.add_instance(1, Instance(0x103))
+    with pytest.raises(MappingError, match="not a port"):
+        m.set_instance(3, Instance(0x103, {5: Local(1)}, {}))
+    with pytest.raises(MappingError, match="not another instance"):
+        m.set_instance(3, Instance(0x103, {1: Local(1), 2: Tunnel(9, 5, 7, 9)}, {}))
+    with pytest.raises(MappingError, match="not local on tunnel peer"):
+        m.set_instance(3, Instance(3, {1: Local(1), 2: Tunnel(9, 5, 0x103, 9)}, {1: 1, 2: 2}))
+    with pytest.raises(MappingError, match="1..4094"):
+        m.set_instance(3, Instance(0x103, {2: Tunnel(9, 0, 3, 9)}, {}))
+    with pytest.raises(MappingError, match="last instance"):
+        m.remove_instance(1, 1)
+    assert m.to_json() == after_clone != before
+    m.set_instance(3, Instance(0x103, {1: Local(1), 2: Tunnel(9, 5, 3, 8)}, {1: 1}))
+    with pytest.raises(MappingError, match="still tunnels"):
+        m.remove_instance(3, 3)
+    assert Mapping.from_json(m.to_json()).to_json() == m.to_json()
+    with pytest.raises(MappingError, match="does not parse"):
+        Mapping.from_json('[{"dpid": 1}]')
