@@ -15,6 +15,8 @@ Per instance, for a rule R of logical switch L:
 | output IN_PORT, CONTROLLER,   | unchanged                                                      |
 |   LOCAL, NORMAL, TABLE        |                                                                |
 | cookie                        | the shim's cookie for R (packet-ins and stats map back to R)   |
+| timeouts, one instance        | kept, and SEND_FLOW_REM set: the shim's table drops R when the |
+|                               | switch does (the app gets FLOW_REMOVED only if it asked)       |
 | while L is migrating:         |                                                                |
 |   idle / hard timeout         | 0 (the shim times R out on every instance; see timeouts.py)    |
 |   SEND_FLOW_REM               | cleared (the shim sends the FLOW_REMOVED the app asked for)    |
@@ -27,7 +29,7 @@ the tunnel port, so tunnelled packets never meet the app's rules twice.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
 from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
@@ -111,6 +113,8 @@ def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, cookie: int
               ) -> Tuple[Tuple[Rule, ...], Tuple[int, ...]]:
     """The physical rules `inst` needs for `rule`, and the logical outputs it cannot reach."""
     base = replace(rule, cookie=cookie)
+    if not ls.migrating and (rule.idle_timeout or rule.hard_timeout):
+        base = replace(base, flags=base.flags | OFPFF_SEND_FLOW_REM)  # the shim's table follows
     if ls.migrating:
         base = replace(base, idle_timeout=0, hard_timeout=0, flags=base.flags & ~OFPFF_SEND_FLOW_REM,
                        actions=controller_only(base.actions))
@@ -156,3 +160,50 @@ def tunnel_ends(ls: LogicalSwitch, inst: Instance) -> Tuple[Rule, ...]:
 def phase_one(rule: Rule) -> Rule:
     """The first half of a two-phase update: the new match, every packet to the shim."""
     return rule.with_actions((Output(OFPP_CONTROLLER),))
+
+
+def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions,
+                    prefer: Optional[int] = None) -> Dict[int, Tuple[int, Actions]]:
+    """An app's PACKET_OUT (or a packet the shim forwards) as one PACKET_OUT per instance that
+    has some of its output ports: {instance: (physical in_port, actions)}. Each logical port is
+    sent to from one instance only (`prefer` if the port is local there, else where it is local),
+    so a flood reaches every port once; a port the packet came in on is left out, as OpenFlow
+    does; non-output actions are kept, in order, in every part."""
+    def where(lport: int) -> Optional[int]:
+        if prefer is not None and ls.instances[prefer].local(lport) is not None:
+            return prefer
+        home = ls.home_of(lport)
+        if home is not None:
+            return home
+        return next((d for d, i in sorted(ls.instances.items()) if lport in i.out), None)
+
+    def entry_of(pdpid: int) -> int:
+        inputs = ls.instances[pdpid].inputs_of(in_lport) if in_lport is not None else ()
+        return inputs[0] if inputs else OFPP_CONTROLLER
+
+    entry_instance = prefer if prefer is not None else (
+        where(in_lport) if in_lport is not None else None)
+    if entry_instance is None:
+        entry_instance = min(ls.instances)
+    parts: Dict[int, List[Action]] = {d: [] for d in ls.instances}
+    used: Dict[int, bool] = {d: False for d in ls.instances}
+    for a in actions:
+        if not isinstance(a, Output):
+            for acts in parts.values():
+                acts.append(a)
+            continue
+        if a.port == OFPP_CONTROLLER:
+            continue
+        if a.port in PASS_THROUGH:
+            parts[entry_instance].append(a)
+            used[entry_instance] = True
+            continue
+        targets = ([p for p in ls.ports if p != in_lport] if a.port in EVERY_PORT
+                   else [] if a.port == in_lport else [a.port])
+        for lport in targets:
+            d = where(lport)
+            acts = output_to(ls.instances[d], lport) if d is not None else None
+            if acts is not None and d is not None:
+                parts[d].extend(acts)
+                used[d] = True
+    return {d: (entry_of(d), tuple(parts[d])) for d in sorted(parts) if used[d]}

@@ -8,4 +8,5 @@ APPS = {
     "learning": "ryu_apps.learning.app",
     "roles": "ryu_apps.roles.app",
     "erc": "ryu_apps.erc.app",
+    "lime": "lime_shim.app",
 }

@@ -37,6 +37,11 @@ _OPTS = [
                       help="static candidate list 'c2,c3' used when discovery sees nobody"),
     compat.cfg.FloatOpt("migration_timeout", default=5.0,
                         help="seconds a candidate waits for the initiator before rolling back"),
+    compat.cfg.StrOpt("events", default="platform",
+                      help="where the suite's apps take OpenFlow events from: 'platform' or "
+                           "'lime' (the LIME shim: one logical switch per migrated switch)"),
+    compat.cfg.StrOpt("lime_spares", default="",
+                      help="dpids the LIME shim keeps as clone targets, not switches of their own"),
     compat.cfg.StrOpt("fault", default="",
                       help="testing only: 'drop:TYPE[:N]' loses this instance's Nth outgoing "
                            "TYPE message; 'stall:TYPE:SECONDS' delays it"),
@@ -96,12 +101,34 @@ def _secret(path: str, option: str) -> Optional[str]:
         raise ConfigError(f"[sdnmig] {option}: {e.strerror}: {path}") from None
 
 
-def load() -> InstanceConfig:
-    conf = compat.cfg.CONF
+def _register() -> None:
     try:
-        conf.register_opts(_OPTS, group=GROUP)
+        compat.cfg.CONF.register_opts(_OPTS, group=GROUP)
     except DuplicateOptError:
         pass
+
+
+def events_source() -> str:
+    """'platform' or 'lime'; read when an app module is imported (its handlers name the events).
+    The platform's manager has parsed the config file by then; anywhere else it is 'platform'."""
+    _register()
+    try:
+        value = getattr(compat.cfg.CONF, GROUP).events
+    except Exception:  # noqa: BLE001 -- no config parsed (a unit test importing an app)
+        return "platform"
+    if value not in ("platform", "lime"):
+        raise ConfigError(f"[sdnmig] events must be 'platform' or 'lime', not {value!r}")
+    return value
+
+
+def lime_spares() -> FrozenSet[int]:
+    _register()
+    return parse_dpids(getattr(compat.cfg.CONF, GROUP).lime_spares) or frozenset()
+
+
+def load() -> InstanceConfig:
+    conf = compat.cfg.CONF
+    _register()
     try:
         group = getattr(conf, GROUP)
         password = _secret(group.redis_password_file, "redis_password_file")

@@ -14,15 +14,13 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import redis
 
-from ryu_apps import config, ofmsgs
+from ryu_apps import config, ofmsgs, source
 from ryu_apps.learning.core import Forward, LearningCore, Mac
 from ryu_apps.kvs import StoreError, connect
 from ryu_apps.learning.store import L2Store
 from ryu_apps.loud import loud
-from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK
 from ryu_apps.roles.core import Role
-from ryu_apps.roles.events import (EventQuiesce, EventRelease, EventRoleChanged, EventStateMoved,
-                                   is_held)
+from ryu_apps.roles.events import EventQuiesce, EventRelease, EventStateMoved, is_held
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.learning")
@@ -55,12 +53,12 @@ class LearningSwitch(compat.RyuApp):
 
     @property
     def roles(self) -> Any:
-        return compat.app_manager.lookup_service_brick(ROLES_BRICK)
+        return compat.app_manager.lookup_service_brick(source.ROLES_BRICK)
 
     # -- events -------------------------------------------------------------------------------------
-    @compat.set_ev_cls(EventRoleChanged)
+    @compat.set_ev_cls(source.EventRoleChanged)
     @loud
-    def _role_changed(self, ev: EventRoleChanged) -> None:
+    def _role_changed(self, ev: Any) -> None:
         dp = ev.datapath
         if ev.role != Role.MASTER:
             self.core.forget_switch(dp.id)
@@ -108,14 +106,14 @@ class LearningSwitch(compat.RyuApp):
         self._flush()
         ev.done()
 
-    @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
+    @compat.set_ev_cls(source.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
     @loud
     def _packet_in(self, ev: Any) -> None:
         if self.roles.admit(ev.msg):
             self._answer(ev.msg)
         self._flush_if_idle()
 
-    @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
+    @compat.set_ev_cls(source.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
     @loud
     def _port_status(self, ev: Any) -> None:
         if not is_held(ev.msg):  # a migration buffered it: it comes back through EventRelease
@@ -137,7 +135,7 @@ class LearningSwitch(compat.RyuApp):
             dp, match=ofmsgs.in_port_match(dp, desc.port_no), **cookie)))
         self._flush()
 
-    @compat.set_ev_cls(compat.ofp_event.EventOFPStateChange, compat.DEAD_DISPATCHER)
+    @compat.set_ev_cls(source.ofp_event.EventOFPStateChange, compat.DEAD_DISPATCHER)
     @loud
     def _switch_gone(self, ev: Any) -> None:
         if ev.datapath.id is not None:

@@ -170,3 +170,13 @@ def test_load_tolerates_options_registered_already(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(compat.cfg, "CONF", DuplicatingConf())
     assert config.load().instance_id == "c0"
+
+
+def test_events_source_and_lime_spares(conf_file: Any) -> None:
+    conf_file()
+    assert config.events_source() == "platform" and config.lime_spares() == frozenset()
+    conf_file(events="lime", lime_spares="0x103, 0x101")
+    assert config.events_source() == "lime" and config.lime_spares() == {0x101, 0x103}
+    conf_file(events="shim")
+    with pytest.raises(ConfigError, match="events must be"):
+        config.events_source()

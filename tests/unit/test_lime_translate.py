@@ -172,6 +172,9 @@ def test_a_single_instance_keeps_the_rule_as_it_is_but_for_the_cookie():
     assert rules == (Rule(10, rule.match, (Output(2),), idle_timeout=30,
                           flags=OFPFF_SEND_FLOW_REM, cookie=tr.shim_cookie(1)),)
     assert dropped == ()
+    timed = Rule(10, match_of(eth_dst="aa"), (Output(2),), hard_timeout=9)
+    (phys,), _ = tr.translate(ls, ls.instances[3], timed, tr.shim_cookie(4))
+    assert phys.flags == OFPFF_SEND_FLOW_REM and phys.hard_timeout == 9
     flood = Rule(1, (), (Output(OFPP_FLOOD),))
     rules, _ = tr.translate(ls, ls.instances[3], flood, tr.shim_cookie(2))
     assert [r.actions for r in rules] == [(Output(1), Output(2))]
@@ -256,3 +259,35 @@ def test_mapping_refuses_bad_requests_and_changes_nothing():
     assert Mapping.from_json(m.to_json()).to_json() == m.to_json()
     with pytest.raises(MappingError, match="does not parse"):
         Mapping.from_json('[{"dpid": 1}]')
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.data())
+def test_a_packet_out_reaches_each_logical_port_once_from_one_instance_each(case, data):
+    ls, rule = case
+    in_lport = data.draw(st.one_of(st.none(), st.sampled_from(ls.ports)))
+    prefer = data.draw(st.one_of(st.none(), st.sampled_from(sorted(ls.instances))))
+    plan = tr.packet_out_plan(ls, in_lport, rule.actions, prefer=prefer)
+    wire = wiring(ls)
+    got: Counter = Counter()
+    for pdpid, (pin, acts) in plan.items():
+        table = {d: list(tr.tunnel_ends(ls, i)) for d, i in ls.instances.items()}
+        table[pdpid] = table[pdpid] + [Rule(0, (("in_port", pin),), acts)]
+        got.update(run(table, wire, pdpid, pin))
+        if in_lport is not None and ls.instances[pdpid].inputs_of(in_lport):
+            assert pin in ls.instances[pdpid].inputs_of(in_lport)
+    want = Counter()
+    for p in rule.outputs():
+        if p == OFPP_FLOOD:
+            want.update(("lport", q) for q in ls.ports if q != in_lport)
+        elif p != OFPP_CONTROLLER and p != in_lport:
+            want[("lport", p)] += 1
+    assert got == want
+
+
+def test_packet_out_plan_prefers_the_instance_the_packet_came_from():
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
+    plan = tr.packet_out_plan(ls, 1, (Output(OFPP_FLOOD),), prefer=B)
+    assert plan == {B: (11, (Output(12),))}
+    plan = tr.packet_out_plan(ls, None, (Output(2),))
+    assert plan == {A: (OFPP_CONTROLLER, (Output(2),))}

@@ -1,0 +1,125 @@
+"""Platform OpenFlow objects <-> the shim's model. Parsers come from a datapath (never imported).
+
+Only the parts the shim rewrites become model values (outputs, the VLAN tag it pushes and pops,
+goto-table); every other action or instruction is carried as `Opaque` / `extra` and rebuilt as
+the very object the app gave.
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any, List, Tuple
+
+from lime_shim.model import (Action, Actions, Match, Opaque, Output, PopVlan, PushVlan, Rule,
+                             SetVlan)
+from lime_shim.table import FlowMod
+from lime_shim.translate import COOKIE_MARK, COOKIE_MASK
+
+
+def match_from(ofmatch: Any) -> Match:
+    old_api = getattr(ofmatch, "_composed_with_old_api", None)
+    if old_api is not None and old_api():
+        # OF1.3's set_dl_src()-style match keeps its fields unparsed until serialised (the
+        # learning app builds its matches that way for speed): read it as the wire has it.
+        copy = deepcopy(ofmatch)  # serialising an old-API match changes it
+        buf = bytearray()
+        copy.serialize(buf, 0)
+        ofmatch = type(ofmatch).parser(bytes(buf), 0)
+    return tuple(sorted((k, v) for k, v in ofmatch.items()))
+
+
+def match_to(parser: Any, match: Match) -> Any:
+    return parser.OFPMatch(**dict(match))
+
+
+def actions_from(ofp: Any, actions: List[Any]) -> Actions:
+    out: List[Action] = []
+    for a in actions:
+        if a.type == ofp.OFPAT_OUTPUT:
+            out.append(Output(a.port, a.max_len))
+        else:
+            out.append(Opaque(a))
+    return tuple(out)
+
+
+def actions_to(ofp: Any, parser: Any, actions: Actions) -> List[Any]:
+    out: List[Any] = []
+    for a in actions:
+        if isinstance(a, Output):
+            out.append(parser.OFPActionOutput(a.port, a.max_len))
+        elif isinstance(a, PushVlan):
+            out.append(parser.OFPActionPushVlan(a.ethertype))
+        elif isinstance(a, SetVlan):
+            out.append(parser.OFPActionSetField(vlan_vid=a.vid))
+        elif isinstance(a, PopVlan):
+            out.append(parser.OFPActionPopVlan())
+        else:
+            out.append(a.action)
+    return out
+
+
+def instructions_from(ofp: Any, insts: List[Any]) -> Tuple[Actions, Any, Tuple[Any, ...]]:
+    """(apply-actions, goto table or None, every other instruction)."""
+    actions: Actions = ()
+    goto = None
+    extra: List[Any] = []
+    for i in insts:
+        if i.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions += actions_from(ofp, i.actions)
+        elif i.type == ofp.OFPIT_GOTO_TABLE:
+            goto = i.table_id
+        else:
+            extra.append(i)
+    return actions, goto, tuple(extra)
+
+
+def flow_mod_from(msg: Any) -> FlowMod:
+    ofp = msg.datapath.ofproto
+    actions, goto, extra = instructions_from(ofp, msg.instructions)
+    rule = Rule(msg.priority, match_from(msg.match), actions, table_id=msg.table_id,
+                cookie=msg.cookie, idle_timeout=msg.idle_timeout, hard_timeout=msg.hard_timeout,
+                flags=msg.flags, goto=goto, extra=extra)
+    return FlowMod(msg.command, rule, msg.cookie_mask, msg.out_port, msg.out_group)
+
+
+def flow_add_to(dp: Any, rule: Rule) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    insts: List[Any] = []
+    if rule.actions:
+        insts.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                                  actions_to(ofp, parser, rule.actions)))
+    insts += list(rule.extra)
+    if rule.goto is not None:
+        insts.append(parser.OFPInstructionGotoTable(rule.goto))
+    return parser.OFPFlowMod(dp, cookie=rule.cookie, table_id=rule.table_id,
+                             command=ofp.OFPFC_ADD, idle_timeout=rule.idle_timeout,
+                             hard_timeout=rule.hard_timeout, priority=rule.priority,
+                             buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY, flags=rule.flags,
+                             match=match_to(parser, rule.match), instructions=insts)
+
+
+def flow_delete_cookie(dp: Any, cookie: int) -> Any:
+    """Delete the physical copies of one logical rule (every table; by its shim cookie)."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch())
+
+
+def flow_delete_cookie_all(dp: Any) -> Any:
+    """Delete every rule the shim installed on a bridge (a retired instance), nothing else."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=COOKIE_MARK, cookie_mask=COOKIE_MASK,
+                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch())
+
+
+def flow_delete_in_port(dp: Any, port: int) -> Any:
+    """Delete the shim's copies of rules for packets entering on `port` (a link no longer used)."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=COOKIE_MARK, cookie_mask=COOKIE_MASK,
+                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=parser.OFPMatch(in_port=port))
