@@ -32,14 +32,15 @@ import json
 import logging
 import random
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import redis
 
 from lime_shim import lime_ofp_event as lev
 from lime_shim import ofconv
 from lime_shim import translate as tr
-from lime_shim.mapping import Instance, Local, LogicalSwitch, Mapping, MappingError
+from lime_shim.mapping import Instance, LogicalSwitch, Mapping, MappingError
+from lime_shim.operations import Operations
 from lime_shim.merge import Dedupe, Join, PortStates
 from lime_shim.model import OFPP_CONTROLLER, Output, Rule, is_physical
 from lime_shim.table import FlowMod, FlowTable
@@ -55,7 +56,6 @@ LOG = logging.getLogger("sdnmig.lime")
 BRICK_NAME = "lime_shim"
 OPS_CHANNEL = "lime:ops"
 MAP_KEY = "lime:map"
-RETIRE_QUIET_S = 0.2  # how long a retired instance keeps its rules after the last path moved off
 
 
 class LogicalDatapath:
@@ -92,21 +92,26 @@ class LimeShim(compat.RyuApp):
         try:
             self.cfg = config.load()
             self.spares = config.lime_spares()
+            self.reserved = config.lime_reserved()
             self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
         except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
         self.map = Mapping()
+        self.links: Dict[int, List[List[int]]] = {}  # ldpid -> [[ndpid, nport, old, new]] (clone)
         self.tables: Dict[int, FlowTable] = {}
         self.ldps: Dict[int, LogicalDatapath] = {}
         self.phys: Dict[int, Any] = {}               # physical dpid -> connected datapath
+        self.synced: Dict[int, Any] = {}             # physical dpid -> connection rules went to
         self.ready: Set[int] = set()                 # logical switches announced to the apps
         self.dedupe: Dict[int, Dedupe] = {}
         self.joins: Dict[int, Join] = {}
         self.ports: Dict[int, PortStates] = {}
+        self.copies: Dict[Tuple[int, int], Dict[Any, Rule]] = {}  # (pdpid, serial) -> key -> rule
         self.barriers: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (pdpid, xid) -> (ldpid, xid)
-        self.two_phase: Dict[int, Set[int]] = {}     # ldpid -> serials whose phase 1 is in place
+        self.internal: Dict[Tuple[int, int], Callable[[bool], None]] = {}  # run when all replied
         self.busy: Set[int] = set()                  # logical switches in an operation
-        self.internal: Dict[Tuple[int, int], Any] = {}  # (ldpid, xid) -> run when all replied
+        self._load()
+        self.ops = Operations(self)
         self.threads.append(compat.hub.spawn(self._listen_ops))
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
@@ -119,6 +124,14 @@ class LimeShim(compat.RyuApp):
     @property
     def roles(self) -> Any:
         return compat.app_manager.lookup_service_brick(PHYS_ROLES_BRICK)
+
+    def _ensure(self, ls: LogicalSwitch, like: Any) -> None:
+        if ls.dpid not in self.tables:
+            self.tables[ls.dpid] = FlowTable()
+            self.dedupe[ls.dpid], self.joins[ls.dpid] = Dedupe(), Join()
+            self.ports[ls.dpid] = PortStates()
+        if ls.dpid not in self.ldps:
+            self.ldps[ls.dpid] = LogicalDatapath(self, ls.dpid, like)
 
     # -- physical switches --------------------------------------------------------------------------
     @compat.set_ev_cls(compat.ofp_event.EventOFPStateChange,
@@ -134,38 +147,58 @@ class LimeShim(compat.RyuApp):
         if self.phys.get(dp.id) is not dp:
             return
         del self.phys[dp.id]
+        for key in [k for k in self.copies if k[0] == dp.id]:
+            del self.copies[key]  # re-sent in full when it is back
         ls = self.map.owner(dp.id)
-        if ls is not None and ls.dpid in self.ready:
-            LOG.warning("lime: instance %#x of logical switch %#x is gone: the switch is down",
-                        dp.id, ls.dpid)
-            self.ready.discard(ls.dpid)
-            for xid in self.joins[ls.dpid].instance_lost(dp.id):
+        if ls is None or ls.dpid not in self.ready:
+            return
+        LOG.warning("lime: instance %#x of logical switch %#x is gone: the switch is down",
+                    dp.id, ls.dpid)
+        self.ready.discard(ls.dpid)
+        for xid in self.joins[ls.dpid].instance_lost(dp.id):
+            then = self.internal.pop((ls.dpid, xid), None)
+            if then is not None:
+                then(False)
+            else:
                 LOG.warning("lime: barrier %#x of %#x not answered (switch down)", xid, ls.dpid)
-            self._to_apps(lev.EventOFPStateChange(self.ldps[ls.dpid]), compat.DEAD_DISPATCHER)
+        self._to_apps(lev.EventOFPStateChange(self.ldps[ls.dpid]), compat.DEAD_DISPATCHER)
 
     @compat.set_ev_cls(PhysRoleChanged)
     @loud
     def _role_changed(self, ev: Any) -> None:
         dp = ev.datapath
-        if ev.role != Role.MASTER or dp.id in self.spares:
+        if ev.role != Role.MASTER:
             return
         ls = self.map.owner(dp.id)
         if ls is None:
-            ls = self.map.add_switch(dp.id, tuple(sorted(p for p in dp.ports if is_physical(p))))
-            self.tables[ls.dpid] = FlowTable()
-            self.dedupe[ls.dpid], self.joins[ls.dpid] = Dedupe(), Join()
-            self.ports[ls.dpid] = PortStates()
-            self.ldps[ls.dpid] = LogicalDatapath(self, ls.dpid, dp)
+            if dp.id in self.spares:
+                return  # a clone target, until a clone makes it an instance
+            if dp.id in self.map.switches:
+                LOG.info("lime: %#x is a retired instance (its logical switch lives on %s): "
+                         "left alone", dp.id, [f"{d:#x}" for d in self.map.switches[dp.id].instances])
+                return
+            hidden = self.reserved.get(dp.id, frozenset())
+            ls = self.map.add_switch(dp.id, tuple(sorted(p for p in dp.ports
+                                                         if is_physical(p) and p not in hidden)))
+            self._save()
+        self._ensure(ls, dp)
         ldp = self.ldps[ls.dpid]
-        ldp.ports = {p: desc for p, desc in dp.ports.items() if p in ls.ports}
+        if dp.id == ls.dpid or not ldp.ports:
+            ldp.ports = {p: desc for p, desc in dp.ports.items() if p in ls.ports}
+        if self.synced.get(dp.id) is not dp:
+            # A new connection: what the bridge holds may be an earlier run's, or older than a
+            # map change made while it was away. Start it over from the logical tables.
+            self.synced[dp.id] = dp
+            dp.send_msg(ofconv.flow_delete_cookie_all(dp))
+            self._reinstall(ls, only=dp.id)
         if ls.dpid in self.ready:
             return
-        if any(self.roles is None or not self.roles.is_master(d) for d in ls.instances):
+        if any(d not in self.phys or self.roles is None or not self.roles.is_master(d)
+               for d in ls.instances):
             return
         self.ready.add(ls.dpid)
         LOG.info("lime: logical switch %#x ready on %s", ls.dpid,
                  ", ".join(f"{d:#x}" for d in ls.instances))
-        self._reinstall(ls)
         self._to_apps(lev.EventOFPStateChange(ldp), compat.MAIN_DISPATCHER)
         self._to_apps(lev.EventRoleChanged(ldp, Role.MASTER, 0, ()), None)
         for msg in ev.released:
@@ -194,16 +227,17 @@ class LimeShim(compat.RyuApp):
             LOG.warning("lime: the same packet from two instances of %#x: reported once", ls.dpid)
             return
         table = self.tables[ls.dpid]
-        serial = tr.serial_of(msg.cookie)
+        serial, form = tr.serial_of(msg.cookie), tr.form_of(msg.cookie)
         entry = table.by_serial(serial) if serial is not None else None
-        if serial is not None and serial in self.two_phase.get(ls.dpid, ()):
-            self._forward(ls, inst, msg, lport, self._by_table(table, msg, lport))
-            return
-        if entry is not None and ls.migrating and OFPP_CONTROLLER in entry.rule.outputs() \
-                and tr.controller_only(entry.rule.actions) != entry.rule.actions:
-            self._forward(ls, inst, msg, lport, tuple(
-                a for a in entry.rule.actions
-                if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER)))
+        if form & tr.PHASE_ONE:
+            # Raised by the first half of a two-phase update: the shim applies the rule as it is
+            # now (the packet-in may come after the second half landed: still the new rule).
+            acts = entry.rule.actions if entry is not None else self._by_table(table, msg, lport)
+            self._forward(ls, inst, msg, in_port, lport, _without_controller(acts))
+            if entry is None or OFPP_CONTROLLER not in entry.rule.outputs():
+                return
+        elif form & tr.CTL_ONLY and entry is not None:
+            self._forward(ls, inst, msg, in_port, lport, _without_controller(entry.rule.actions))
         ldp = self.ldps[ls.dpid]
         parser = ldp.ofproto_parser
         fields = dict(msg.match.items())
@@ -217,37 +251,35 @@ class LimeShim(compat.RyuApp):
         self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     def _by_table(self, table: FlowTable, msg: Any, lport: int) -> Tuple[Any, ...]:
-        """The actions the apps' current rules give this packet (the shim forwards it itself)."""
+        """The rule that raised a packet-in is gone: the apps' current rules, by lookup."""
         fields = _packet_fields(msg.data)
         fields["in_port"] = lport
         acts: Tuple[Any, ...] = ()
         for e in table.lookup(fields):
             acts += e.rule.actions
-        return tuple(a for a in acts if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))
+        return acts
 
-    def _forward(self, ls: LogicalSwitch, inst: Instance, msg: Any, lport: int,
+    def _forward(self, ls: LogicalSwitch, inst: Instance, msg: Any, in_port: int, lport: int,
                  actions: Tuple[Any, ...]) -> None:
-        for pdpid, (in_port, acts) in tr.packet_out_plan(ls, lport, actions, prefer=inst.dpid).items():
+        plan = tr.packet_out_plan(ls, lport, actions, prefer=inst.dpid, came_in=in_port)
+        for pdpid, (pin, acts) in plan.items():
             dp = self.phys.get(pdpid)
             if dp is not None:
-                dp.send_msg(_packet_out(dp, in_port, ofconv.actions_to(dp.ofproto,
-                                                                      dp.ofproto_parser, acts),
-                                        msg.data))
+                dp.send_msg(_packet_out(dp, pin, ofconv.actions_to(dp.ofproto, dp.ofproto_parser,
+                                                                  acts), msg.data))
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPBarrierReply, compat.MAIN_DISPATCHER)
     @loud
     def _barrier_reply(self, ev: Any) -> None:
-        key = (ev.msg.datapath.id, ev.msg.xid)
-        target = self.barriers.pop(key, None)
+        target = self.barriers.pop((ev.msg.datapath.id, ev.msg.xid), None)
         if target is None:
             return
         ldpid, xid = target
-        done = self.joins[ldpid].answer(xid, ev.msg.datapath.id)
-        if done is None:
+        if self.joins[ldpid].answer(xid, ev.msg.datapath.id) is None:
             return
-        callback = self.internal.pop((ldpid, xid), None)
-        if callback is not None:
-            callback()
+        then = self.internal.pop((ldpid, xid), None)
+        if then is not None:
+            then(True)
             return
         ldp = self.ldps[ldpid]
         reply = ldp.ofproto_parser.OFPBarrierReply(ldp)
@@ -259,68 +291,61 @@ class LimeShim(compat.RyuApp):
     @loud
     def _flow_removed(self, ev: Any) -> None:
         msg = ev.msg
-        ofp = msg.datapath.ofproto
-        ls = self.map.owner(msg.datapath.id)
+        pdpid, ofp = msg.datapath.id, msg.datapath.ofproto
+        ls = self.map.owner(pdpid)
         serial = tr.serial_of(msg.cookie)
         if ls is None or serial is None or msg.reason == ofp.OFPRR_DELETE:
             return
+        copies = self.copies.get((pdpid, serial), {})
+        copies.pop((msg.table_id, msg.priority, ofconv.match_from(msg.match)), None)
+        if any(self.copies.get((d, serial)) for d in ls.instances):
+            return  # another copy of the rule (another input port) is still in use
         entry = self.tables[ls.dpid].remove(serial)
         if entry is None:
             return
-        self._delete_copies(ls, serial)  # the other copies (other instances, per-input splits)
-        if not entry.rule.flags & ofp.OFPFF_SEND_FLOW_REM:
-            return
-        ldp = self.ldps[ls.dpid]
-        parser = ldp.ofproto_parser
-        r = entry.rule
-        lmsg = parser.OFPFlowRemoved(ldp, cookie=r.cookie, priority=r.priority, reason=msg.reason,
-                                     table_id=r.table_id, duration_sec=msg.duration_sec,
-                                     duration_nsec=msg.duration_nsec,
-                                     idle_timeout=r.idle_timeout, hard_timeout=r.hard_timeout,
-                                     packet_count=msg.packet_count, byte_count=msg.byte_count,
-                                     match=ofconv.match_to(parser, r.match))
-        lmsg.version, lmsg.msg_type, lmsg.xid = msg.version, msg.msg_type, msg.xid
-        self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
+        self._delete_copies(ls, serial)
+        if entry.rule.flags & ofp.OFPFF_SEND_FLOW_REM:
+            lmsg = ofconv.flow_removed_to(self.ldps[ls.dpid], entry.rule, msg)
+            self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
     @loud
     def _port_status(self, ev: Any) -> None:
         msg = ev.msg
-        ofp = msg.datapath.ofproto
         ls = self.map.owner(msg.datapath.id)
         if ls is None or ls.dpid not in self.ready:
             return
         inst = ls.instances[msg.datapath.id]
-        lport = next((lp for lp, pl in inst.out.items()
-                      if isinstance(pl, Local) and pl.port == msg.desc.port_no), None)
-        if lport is None:
+        lport = inst.ins.get(msg.desc.port_no)
+        if lport is None or inst.local(lport) != msg.desc.port_no:
             return
-        desc = msg.desc
+        ofp, desc = msg.datapath.ofproto, msg.desc
         up = not (msg.reason == ofp.OFPPR_DELETE or desc.state & ofp.OFPPS_LINK_DOWN
                   or desc.config & ofp.OFPPC_PORT_DOWN)
-        change = self.ports[ls.dpid].update(lport, inst.dpid, up)
-        if change is None:
-            return
+        if self.ports[ls.dpid].update(lport, inst.dpid, up) is not None:
+            self.report_port(ls, lport, msg.reason, desc)
+
+    def report_port(self, ls: LogicalSwitch, lport: int, reason: int, desc: Any) -> None:
         ldp = self.ldps[ls.dpid]
         if hasattr(desc, "_replace"):  # OF1.3: a namedtuple
             ldesc = desc._replace(port_no=lport)
         else:
             ldesc = copy.copy(desc)
             ldesc.port_no = lport
-        lmsg = ldp.ofproto_parser.OFPPortStatus(ldp, reason=msg.reason, desc=ldesc)
-        lmsg.version, lmsg.msg_type, lmsg.xid = msg.version, msg.msg_type, msg.xid
+        lmsg = ldp.ofproto_parser.OFPPortStatus(ldp, reason=reason, desc=ldesc)
+        lmsg.version, lmsg.msg_type, lmsg.xid = (ldp.ofproto.OFP_VERSION,
+                                                 ldp.ofproto.OFPT_PORT_STATUS, 0)
         self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     # -- from the apps ------------------------------------------------------------------------------
     def from_app(self, ldp: LogicalDatapath, msg: Any) -> bool:
         ofp = ldp.ofproto
-        ls = self.map.logical(ldp.id)
         try:
+            ls = self.map.logical(ldp.id)
             if msg.msg_type is None:
                 msg.msg_type = msg.cls_msg_type
             if msg.msg_type == ofp.OFPT_FLOW_MOD:
-                fm = ofconv.flow_mod_from(msg)
-                self._flow_mod(ls, fm)
+                self._flow_mod(ls, ofconv.flow_mod_from(msg))
             elif msg.msg_type == ofp.OFPT_PACKET_OUT:
                 self._app_packet_out(ls, msg)
             elif msg.msg_type == ofp.OFPT_BARRIER_REQUEST:
@@ -344,40 +369,53 @@ class LimeShim(compat.RyuApp):
             else:
                 self._install(ls, e.serial, e.rule)
 
-    def _install(self, ls: LogicalSwitch, serial: int, rule: Rule,
-                 only: Optional[int] = None) -> None:
+    def _install(self, ls: LogicalSwitch, serial: int, rule: Rule, only: Optional[int] = None,
+                 phase_one: bool = False) -> None:
+        """Bring each instance's copies of the rule to the current translation: new or changed
+        copies added (ADD replaces the same key in place), copies no longer produced deleted."""
         for pdpid, inst in ls.instances.items():
             dp = self.phys.get(pdpid)
             if dp is None or (only is not None and pdpid != only):
                 continue
-            rules, dropped = tr.translate(ls, inst, rule, tr.shim_cookie(serial))
+            rules, dropped = tr.translate(ls, inst, rule, serial, phase_one=phase_one)
             if dropped:
-                LOG.info("lime: rule %d on %#x: port(s) %s not reachable from %#x", serial,
+                LOG.info("lime: rule %d of %#x: port(s) %s not reachable from %#x", serial,
                          ls.dpid, list(dropped), pdpid)
-            for r in rules:
+            adds, deletes = tr.sync(self.copies.get((pdpid, serial), {}), rules)
+            for r in adds:
                 dp.send_msg(ofconv.flow_add_to(dp, r))
+            for r in deletes:
+                dp.send_msg(ofconv.flow_delete_strict(dp, r))
+            self.copies[(pdpid, serial)] = {r.key: r for r in rules}
 
     def _delete_copies(self, ls: LogicalSwitch, serial: int) -> None:
         for pdpid in ls.instances:
+            self.copies.pop((pdpid, serial), None)
             dp = self.phys.get(pdpid)
             if dp is not None:
                 dp.send_msg(ofconv.flow_delete_cookie(dp, tr.shim_cookie(serial)))
 
     def _two_phase(self, ls: LogicalSwitch, serial: int, rule: Rule) -> None:
         """LIME sec. 4.1: the new match sending to the shim everywhere, a barrier everywhere, then
-        the real rule; meanwhile the shim forwards what the new match catches by the new rules."""
-        self.two_phase.setdefault(ls.dpid, set()).add(serial)
-        self._install(ls, serial, tr.phase_one(rule))
+        the rule as it is then (a later change to it has had its own first half by then)."""
+        self._install(ls, serial, rule, phase_one=True)
 
-        def second() -> None:
+        def second(ok: bool) -> None:
             entry = self.tables[ls.dpid].by_serial(serial)
-            self.two_phase[ls.dpid].discard(serial)
-            if entry is not None:
+            if not ok:
+                LOG.warning("lime: rule %d of %#x stays in its first half (an instance went "
+                            "away); the shim forwards its packets", serial, ls.dpid)
+            elif entry is not None:
                 self._install(ls, serial, entry.rule)
-        self._internal_barrier(ls, second)
+        self.internal_barrier(ls, second)
 
-    def _internal_barrier(self, ls: LogicalSwitch, then: Any) -> None:
+    def internal_barrier(self, ls: LogicalSwitch, then: Callable[[bool], None]) -> None:
+        """A barrier on every instance of the switch; then(True) once all replied, then(False) if
+        one of them went away first."""
         xid = self.ldps[ls.dpid].set_xid(_Xid())
+        if any(d not in self.phys for d in ls.instances):
+            then(False)
+            return
         self.internal[(ls.dpid, xid)] = then
         self._barrier(ls, xid)
 
@@ -394,8 +432,9 @@ class LimeShim(compat.RyuApp):
         ofp = msg.datapath.ofproto
         if msg.buffer_id != ofp.OFP_NO_BUFFER:
             raise ValueError("a PACKET_OUT of a switch buffer (the shim asks for whole packets)")
-        in_port = msg.match["in_port"] if hasattr(msg, "match") and msg.match is not None \
-            and "in_port" in msg.match else getattr(msg, "in_port", ofp.OFPP_CONTROLLER)
+        match = getattr(msg, "match", None)  # OpenFlow 1.5 carries in_port in a match
+        in_port = match["in_port"] if match is not None and "in_port" in match \
+            else getattr(msg, "in_port", ofp.OFPP_CONTROLLER)
         in_lport = in_port if in_port in ls.ports else None
         actions = ofconv.actions_from(ofp, msg.actions)
         for pdpid, (pin, acts) in tr.packet_out_plan(ls, in_lport, actions).items():
@@ -404,8 +443,11 @@ class LimeShim(compat.RyuApp):
                 dp.send_msg(_packet_out(dp, pin, ofconv.actions_to(dp.ofproto, dp.ofproto_parser,
                                                                    acts), msg.data))
 
+    def reinstall(self, ls: LogicalSwitch) -> None:
+        self._reinstall(ls)
+
     def _reinstall(self, ls: LogicalSwitch, only: Optional[int] = None) -> None:
-        """Every rule of the logical switch, translated for the current map (ADD replaces)."""
+        """Every rule of the logical switch, brought to the current map's translation."""
         for pdpid, inst in ls.instances.items():
             dp = self.phys.get(pdpid)
             if dp is None or (only is not None and pdpid != only):
@@ -440,104 +482,38 @@ class LimeShim(compat.RyuApp):
             LOG.error("lime: malformed operation request %r: ignored", raw[:200])
             return
         try:
-            result = self.ops(req)
-            answer = {"ok": True, **result}
+            answer = {"ok": True, **self.ops.run(req)}
         except (MappingError, ValueError, KeyError, TypeError) as e:
             answer = {"ok": False, "error": str(e)}
         self.redis.publish(reply_to, json.dumps(answer))
 
-    def ops(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        """`clone`: {switch, onto, ports: {lport: onto's port}, neighbours: [[ndpid, nport
-        (logical, toward switch), nport on the neighbour toward onto]]}; `retire`: {switch,
-        instance}; `status`: {}."""
-        op = req.get("op")
-        if op == "status":
-            return {"switches": {f"{ls.dpid:#x}": sorted(f"{d:#x}" for d in ls.instances)
-                                 for ls in self.map}}
-        dpid = int(req["switch"])
-        ls = self.map.logical(dpid)
-        if dpid in self.busy:
-            raise ValueError(f"logical switch {dpid:#x} is already being migrated")
-        if op == "clone":
-            return self._clone(ls, int(req["onto"]), {int(k): int(v) for k, v in req["ports"].items()},
-                               [tuple(int(x) for x in n) for n in req.get("neighbours", [])])
-        if op == "retire":
-            return self._retire(ls, int(req["instance"]),
-                                [tuple(int(x) for x in n) for n in req.get("neighbours", [])])
-        raise ValueError(f"unknown operation {op!r}")
-
-    def _clone(self, ls: LogicalSwitch, onto: int, ports: Dict[int, int],
-               neighbours: List[Tuple[int, ...]]) -> Dict[str, Any]:
-        if onto not in self.phys:
-            raise ValueError(f"clone target {onto:#x} is not connected")
-        if onto not in self.spares:
-            raise ValueError(f"clone target {onto:#x} is not a spare (lime_spares)")
-        if self.roles is None or not self.roles.is_master(onto):
-            raise ValueError(f"clone target {onto:#x} is not ours yet (no MASTER role)")
-        if sorted(ports) != sorted(ls.ports):
-            raise ValueError(f"the port map must name every port of {ls.dpid:#x}: {list(ls.ports)}")
-        checked = []
-        for ndpid, nport, nnew in neighbours:
-            n = self.map.logical(ndpid)
-            if len(n.instances) != 1 or nport not in n.ports or ndpid not in self.phys:
-                raise ValueError(f"neighbour {ndpid:#x} port {nport} cannot be rewired")
-            checked.append((n, nport, nnew))
-        inst = Instance(onto, {lp: Local(pp) for lp, pp in ports.items()},
-                        {pp: lp for lp, pp in ports.items()})
-        started = time.monotonic()
-        self.busy.add(ls.dpid)
+    def _load(self) -> None:
+        """The map and the clone links of the previous run: a migration a crash interrupted can
+        be finished (retire) or rolled back (retire the clone) after the restart."""
         try:
-            self.map.add_instance(ls.dpid, inst)
-            self._reinstall(ls)  # the clone gets every rule; the original its migration form
-            done = compat.hub.Event()
-            self._internal_barrier(ls, done.set)
-            done.wait(timeout=5)
-            for n, nport, nnew in checked:  # make before break: input first, then output
-                ninst = n.instances[n.dpid]
-                ninst.ins[nnew] = nport
-                self.map.set_instance(n.dpid, ninst)
-                self._reinstall(n)
-                ninst.out[nport] = Local(nnew)
-                self.map.set_instance(n.dpid, ninst)
-                self._reinstall(n)
-            self._save()
-        finally:
-            self.busy.discard(ls.dpid)
-        return {"switch": ls.dpid, "instances": sorted(ls.instances),
-                "ms": round((time.monotonic() - started) * 1000, 1)}
-
-    def _retire(self, ls: LogicalSwitch, pdpid: int, neighbours: List[Tuple[int, ...]]
-                ) -> Dict[str, Any]:
-        ls.instance(pdpid)
-        started = time.monotonic()
-        self.busy.add(ls.dpid)
-        try:
-            compat.hub.sleep(RETIRE_QUIET_S)  # packets already inside the old instance get out
-            self.map.remove_instance(ls.dpid, pdpid)
-            dp = self.phys.get(pdpid)
-            if dp is not None:
-                dp.send_msg(ofconv.flow_delete_cookie_all(dp))
-            self._reinstall(ls)  # back to the one-instance form (timeouts kept by the switch)
-            for ndpid, nport, nold in neighbours:
-                n = self.map.logical(ndpid)
-                ninst = n.instances[n.dpid]
-                if ninst.ins.get(nold) == nport and ninst.out.get(nport) != Local(nold):
-                    del ninst.ins[nold]
-                    self.map.set_instance(n.dpid, ninst)
-                    ndp = self.phys.get(n.dpid)
-                    if ndp is not None:
-                        ndp.send_msg(ofconv.flow_delete_in_port(ndp, nold))
-            self._save()
-        finally:
-            self.busy.discard(ls.dpid)
-        return {"switch": ls.dpid, "instances": sorted(ls.instances),
-                "ms": round((time.monotonic() - started) * 1000, 1)}
+            raw = self.redis.get(MAP_KEY)
+            if raw is None:
+                return
+            doc = json.loads(raw)
+            self.map = Mapping.from_json(json.dumps(doc["map"]))
+            self.links = {int(k): v for k, v in doc.get("links", {}).items()}
+        except (redis.RedisError, ValueError, KeyError, TypeError, MappingError) as e:
+            LOG.error("lime: saved map not loaded (%s): starting from the switches", e)
+            self.map, self.links = Mapping(), {}
+            return
+        LOG.info("lime: map of the previous run loaded: %s", ", ".join(
+            f"{ls.dpid:#x} on {sorted(hex(d) for d in ls.instances)}" for ls in self.map))
 
     def _save(self) -> None:
         try:
-            self.redis.set(MAP_KEY, self.map.to_json())
+            self.redis.set(MAP_KEY, json.dumps({"map": json.loads(self.map.to_json()),
+                                                "links": self.links}))
         except redis.RedisError as e:
             LOG.error("lime: map not saved: %s", e)
+
+
+def _without_controller(actions: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    return tuple(a for a in actions if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))
 
 
 class _Xid:

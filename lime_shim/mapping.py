@@ -125,14 +125,14 @@ class Mapping:
                                f"{holder.dpid:#x})")
         if inst.dpid in self.switches:
             raise MappingError(f"clone target {inst.dpid:#x} is a logical switch itself")
-        self.check_instance(ls, inst, adding=True)
+        self.check_instance(ls, inst)
         ls.instances[inst.dpid] = inst
 
     def set_instance(self, dpid: int, inst: Instance) -> None:
         """Replace an existing instance's places (a host moved, a neighbour's link changed)."""
         ls = self.logical(dpid)
         ls.instance(inst.dpid)
-        self.check_instance(ls, inst, adding=False)
+        self.check_instance(ls, inst)
         ls.instances[inst.dpid] = inst
 
     def remove_instance(self, dpid: int, pdpid: int) -> None:
@@ -146,28 +146,58 @@ class Mapping:
                 raise MappingError(f"instance {other.dpid:#x} still tunnels to {pdpid:#x}")
         del ls.instances[pdpid]
 
-    def check_instance(self, ls: LogicalSwitch, inst: Instance, adding: bool) -> None:
+    def check_instance(self, ls: LogicalSwitch, inst: Instance) -> None:
+        """Would the logical switch, with `inst` added or replaced, still forward correctly?"""
+        after = dict(ls.instances)
+        after[inst.dpid] = inst
+        arriving: Dict[Tuple[int, int, int], Tuple[int, int]] = {}  # (peer, port, vid) -> from
+        for i in after.values():
+            self._check_places(ls, after, i)
+            for lport, place in i.out.items():
+                if isinstance(place, Tunnel):
+                    key = (place.peer, place.peer_port, place.vid)
+                    if key in arriving:
+                        raise MappingError(f"two tunnels into {place.peer:#x} port "
+                                           f"{place.peer_port} use VLAN {place.vid}")
+                    arriving[key] = (i.dpid, lport)
+        for (peer, port, _vid) in arriving:
+            p = after[peer]
+            if port in p.ins or any(pl == Local(port) for pl in p.out.values()):
+                raise MappingError(f"tunnel port {port} of {peer:#x} is also a port of the switch")
+
+    @staticmethod
+    def _check_places(ls: LogicalSwitch, after: Dict[int, Instance], inst: Instance) -> None:
+        locals_seen: Dict[int, int] = {}
+        vias = set()
         for lport, place in inst.out.items():
             if lport not in ls.ports:
                 raise MappingError(f"{lport} is not a port of logical switch {ls.dpid:#x}")
             if isinstance(place, Local):
                 if not is_physical(place.port):
                     raise MappingError(f"bad physical port {place.port}")
-            else:
-                if not VID_MIN <= place.vid <= VID_MAX:
-                    raise MappingError(f"tunnel VLAN id {place.vid} out of 1..4094")
-                peer = ls.instances.get(place.peer)
-                if peer is None or place.peer == inst.dpid:
-                    raise MappingError(f"tunnel peer {place.peer:#x} is not another instance of "
-                                       f"{ls.dpid:#x}")
-                if peer.local(lport) is None:
-                    raise MappingError(f"port {lport} is not local on tunnel peer {place.peer:#x}")
+                if locals_seen.setdefault(place.port, lport) != lport:
+                    raise MappingError(f"port {place.port} of {inst.dpid:#x} cannot be logical "
+                                       f"ports {locals_seen[place.port]} and {lport}")
+                if inst.ins.get(place.port, lport) != lport:
+                    raise MappingError(f"port {place.port} of {inst.dpid:#x} is an input of "
+                                       f"logical port {inst.ins[place.port]}, not {lport}")
+                continue
+            if not VID_MIN <= place.vid <= VID_MAX:
+                raise MappingError(f"tunnel VLAN id {place.vid} out of 1..4094")
+            peer = after.get(place.peer)
+            if peer is None or place.peer == inst.dpid:
+                raise MappingError(f"tunnel peer {place.peer:#x} is not another instance of "
+                                   f"{ls.dpid:#x}")
+            if peer.local(lport) is None:
+                raise MappingError(f"port {lport} is not local on tunnel peer {place.peer:#x}")
+            vias.add(place.via)
         for pport, lport in inst.ins.items():
             if lport not in ls.ports or not is_physical(pport):
                 raise MappingError(f"bad input port {pport} -> {lport}")
-        vids = [(p.peer, p.vid) for p in inst.out.values() if isinstance(p, Tunnel)]
-        if len(vids) != len(set(vids)):
-            raise MappingError("two logical ports share a tunnel VLAN id toward the same peer")
+        clash = vias & (set(locals_seen) | set(inst.ins))
+        if clash:
+            raise MappingError(f"tunnel port(s) {sorted(clash)} of {inst.dpid:#x} are also ports "
+                               "of the switch")
 
     # -- persistence --------------------------------------------------------------------------------
     def to_json(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any, List, Tuple
 from lime_shim.model import (Action, Actions, Match, Opaque, Output, PopVlan, PushVlan, Rule,
                              SetVlan)
 from lime_shim.table import FlowMod
-from lime_shim.translate import COOKIE_MARK, COOKIE_MASK
+from lime_shim.translate import COOKIE_MARK, COOKIE_MASK, FORM_MASK
 
 
 def match_from(ofmatch: Any) -> Match:
@@ -24,7 +24,17 @@ def match_from(ofmatch: Any) -> Match:
         buf = bytearray()
         copy.serialize(buf, 0)
         ofmatch = type(ofmatch).parser(bytes(buf), 0)
-    return tuple(sorted((k, v) for k, v in ofmatch.items()))
+    return tuple(sorted((k, _normal(v)) for k, v in ofmatch.items()))
+
+
+def _normal(v: Any) -> Any:
+    """A MAC or IP address with an all-ones mask is the exact address (OVS treats them as the
+    same entry, so the shim's table must too)."""
+    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
+        mask = v[1].replace(":", "").replace(".", "").lower()
+        if mask and (set(mask) == {"f"} or v[1] == "255.255.255.255"):
+            return v[0]
+    return v
 
 
 def match_to(parser: Any, match: Match) -> Any:
@@ -99,9 +109,10 @@ def flow_add_to(dp: Any, rule: Rule) -> Any:
 
 
 def flow_delete_cookie(dp: Any, cookie: int) -> Any:
-    """Delete the physical copies of one logical rule (every table; by its shim cookie)."""
+    """Delete the physical copies of one logical rule, whatever their form (every table)."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+    return parser.OFPFlowMod(dp, cookie=cookie & ~FORM_MASK,
+                             cookie_mask=0xFFFFFFFFFFFFFFFF & ~FORM_MASK,
                              table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                              match=parser.OFPMatch())
@@ -123,3 +134,30 @@ def flow_delete_in_port(dp: Any, port: int) -> Any:
                              table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                              match=parser.OFPMatch(in_port=port))
+
+
+def flow_delete_strict(dp: Any, rule: Rule) -> Any:
+    """Delete one physical copy (a key the current translation no longer produces)."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=rule.cookie & ~FORM_MASK,
+                             cookie_mask=0xFFFFFFFFFFFFFFFF & ~FORM_MASK, table_id=rule.table_id,
+                             command=ofp.OFPFC_DELETE_STRICT, priority=rule.priority,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                             match=match_to(parser, rule.match))
+
+
+def flow_removed_to(ldp: Any, rule: Rule, phys: Any) -> Any:
+    """The FLOW_REMOVED an app gets for its rule, from the one a physical copy raised."""
+    ofp, parser = ldp.ofproto, ldp.ofproto_parser
+    common = dict(cookie=rule.cookie, priority=rule.priority, reason=phys.reason,
+                  table_id=rule.table_id, idle_timeout=rule.idle_timeout,
+                  hard_timeout=rule.hard_timeout, match=match_to(parser, rule.match))
+    if hasattr(phys, "stats"):  # OpenFlow 1.5: durations and counts are in a stats field
+        msg = parser.OFPFlowRemoved(ldp, stats=phys.stats, **common)
+    else:
+        msg = parser.OFPFlowRemoved(ldp, duration_sec=phys.duration_sec,
+                                    duration_nsec=phys.duration_nsec,
+                                    packet_count=phys.packet_count, byte_count=phys.byte_count,
+                                    **common)
+    msg.version, msg.msg_type, msg.xid = ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED, phys.xid
+    return msg

@@ -10,7 +10,8 @@ the whole idle time.
 
 | rule state | event                                   | result                                  |
 |------------|-----------------------------------------|-----------------------------------------|
-| live       | poll(now, count), count changed          | last_active := now                      |
+| live       | poll(now, count), count changed (or a    | last_active := now                      |
+|            |   first reading above 0)                 |                                         |
 | live       | poll(now, ...), hard > 0, now-added >= hard | expire HARD                          |
 | live       | poll(now, count unchanged), idle > 0,    | expire IDLE                             |
 |            |   now - last_active >= idle              |                                         |
@@ -54,7 +55,7 @@ class Timeouts:
         for serial, t in list(self.rules.items()):
             c = counts.get(serial)
             if c is not None and c != t.count:
-                if t.count is not None:
+                if t.count is not None or c > 0:  # a first reading above 0: active since added
                     t.last_active = now
                 t.count = c
             if t.hard and now - t.added >= t.hard:

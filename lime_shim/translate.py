@@ -7,14 +7,17 @@ Per instance, for a rule R of logical switch L:
 | match in_port = lp            | one copy per physical input of lp on I (none: R is not needed) |
 | no in_port, and an output to  | one copy per physical input, when some input is not its port's |
 |   a port (or FLOOD) that has  | output place (else the packet could go back where it came)     |
-|   such an input               |                                                                |
+|   such an input; or tunnels   | and whenever tunnels end on I (app rules never see their ports)|
+|   end on I                    |                                                                |
 | output lp                     | Local(p): output p; Tunnel: push VLAN vid, output via, pop;    |
 |                               | no place on I: dropped (reported)                              |
 | output FLOOD / ALL            | every logical port but the packet's in_port, each as above     |
 | output lp = the in_port       | nothing (OpenFlow drops it; IN_PORT is how to ask for that)    |
 | output IN_PORT, CONTROLLER,   | unchanged                                                      |
 |   LOCAL, NORMAL, TABLE        |                                                                |
-| cookie                        | the shim's cookie for R (packet-ins and stats map back to R)   |
+| cookie                        | the shim's cookie for R: its serial, and the form of this copy |
+|                               | (phase 1, to-controller-only) for the packet-ins it raises     |
+| phase 1 of a two-phase update | R's match, every packet to the shim                            |
 | timeouts, one instance        | kept, and SEND_FLOW_REM set: the shim's table drops R when the |
 |                               | switch does (the app gets FLOW_REMOVED only if it asked)       |
 | while L is migrating:         |                                                                |
@@ -22,39 +25,51 @@ Per instance, for a rule R of logical switch L:
 |   SEND_FLOW_REM               | cleared (the shim sends the FLOW_REMOVED the app asked for)    |
 |   to-controller + forward     | to-controller only (the shim forwards; see LIME sec. 4.1)      |
 
-Tunnel ends: for every tunnel another instance points at I, I gets a rule above every app rule that
+Tunnel ends: for every tunnel another instance points at I, I gets a rule (priority 65535) that
 pops the tag and outputs to the logical port's local port, and a drop rule for anything else on
-the tunnel port, so tunnelled packets never meet the app's rules twice.
+the tunnel port; app rules on I all match an input port, so tunnelled packets never meet them.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
 from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
                              VLAN_PRESENT, Action, Actions, Output, PopVlan, PushVlan, Rule,
                              SetVlan, match_get, match_set)
 
-#: Cookies of the shim's own physical rules: the top 16 bits mark them, the rest is a serial.
+#: Cookies of the shim's own physical rules: the top 16 bits mark them; bit 47 marks a phase-1
+#: copy (every packet to the shim, which forwards it by the new rule), bit 46 a copy whose
+#: to-controller-and-forward the shim does (the forward is the shim's); the rest is the serial.
+#: The form travels in each packet-in's cookie, so a packet-in raised just before a change of
+#: form is still handled by the form that raised it.
 COOKIE_MARK = 0x11AE << 48
 COOKIE_MASK = 0xFFFF << 48
-TUNNEL_COOKIE = COOKIE_MARK | 0xFFFF_FFFF_FFFF
+PHASE_ONE = 1 << 47
+CTL_ONLY = 1 << 46
+SERIAL_MASK = CTL_ONLY - 1
+FORM_MASK = PHASE_ONE | CTL_ONLY
+TUNNEL_COOKIE = COOKIE_MARK | SERIAL_MASK
 TUNNEL_PRIORITY = 65535
 TUNNEL_GUARD_PRIORITY = 65534
 
 
-def shim_cookie(serial: int) -> int:
-    if not 0 < serial < 0xFFFF_FFFF_FFFF:
+def shim_cookie(serial: int, form: int = 0) -> int:
+    if not 0 < serial < SERIAL_MASK:
         raise ValueError(f"rule serial {serial} out of range")
-    return COOKIE_MARK | serial
+    return COOKIE_MARK | (form & FORM_MASK) | serial
 
 
 def serial_of(cookie: int) -> Optional[int]:
     """The rule serial a physical cookie carries, or None if not one of the shim's app rules."""
-    if cookie & COOKIE_MASK != COOKIE_MARK or cookie == TUNNEL_COOKIE:
+    if cookie & COOKIE_MASK != COOKIE_MARK or cookie & SERIAL_MASK == SERIAL_MASK:
         return None
-    return cookie & ~COOKIE_MASK
+    return cookie & SERIAL_MASK
+
+
+def form_of(cookie: int) -> int:
+    return cookie & FORM_MASK if serial_of(cookie) is not None else 0
 
 
 def output_to(inst: Instance, lport: int) -> Optional[Actions]:
@@ -98,30 +113,48 @@ def controller_only(actions: Actions) -> Actions:
     return (Output(OFPP_CONTROLLER),)
 
 
-def needs_split(inst: Instance, rule: Rule) -> bool:
+def needs_split(ls: LogicalSwitch, inst: Instance, rule: Rule) -> bool:
     """Must an in_port-less rule be installed per input port on this instance? Yes when a packet
     could come in on a port that is not its logical port's output place and the rule sends to
     that logical port (or floods): OVS would not know it is sending the packet back where it
-    came from, so each copy has to leave that port out itself."""
+    came from, so each copy has to leave that port out itself. And yes whenever a tunnel ends
+    here: a rule without in_port would also match tunnelled packets, at any priority the app
+    chose (tunnel ends cannot outrank an app rule at 65535)."""
+    if tunnel_ports(ls, inst):
+        return True
     floods = any(isinstance(a, Output) and a.port in EVERY_PORT for a in rule.actions)
     named = set(rule.outputs())
     return any(inst.out.get(lp) != Local(p) and (floods or lp in named)
                for p, lp in inst.ins.items())
 
 
-def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, cookie: int
+def tunnel_ports(ls: LogicalSwitch, inst: Instance) -> Tuple[int, ...]:
+    """This instance's ports where tunnels from other instances arrive."""
+    return tuple(sorted({pl.peer_port for o in ls.instances.values() if o.dpid != inst.dpid
+                         for pl in o.out.values() if isinstance(pl, Tunnel) and pl.peer == inst.dpid}))
+
+
+def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, serial: int, phase_one: bool = False
               ) -> Tuple[Tuple[Rule, ...], Tuple[int, ...]]:
-    """The physical rules `inst` needs for `rule`, and the logical outputs it cannot reach."""
-    base = replace(rule, cookie=cookie)
+    """The physical rules `inst` needs for `rule`, and the logical outputs it cannot reach.
+    `phase_one`: the first half of a two-phase update (the match, every packet to the shim)."""
+    form = 0
+    base = rule
+    if phase_one:
+        base, form = rule.with_actions((Output(OFPP_CONTROLLER),)), PHASE_ONE
     if not ls.migrating and (rule.idle_timeout or rule.hard_timeout):
         base = replace(base, flags=base.flags | OFPFF_SEND_FLOW_REM)  # the shim's table follows
     if ls.migrating:
+        acts = controller_only(base.actions)
+        if acts != base.actions:
+            form |= CTL_ONLY
         base = replace(base, idle_timeout=0, hard_timeout=0, flags=base.flags & ~OFPFF_SEND_FLOW_REM,
-                       actions=controller_only(base.actions))
+                       actions=acts)
+    base = replace(base, cookie=shim_cookie(serial, form))
     in_lport = match_get(rule.match, "in_port")
     if in_lport is not None:
         inputs = [(p, in_lport) for p in inst.inputs_of(in_lport)]
-    elif needs_split(inst, rule):
+    elif needs_split(ls, inst, rule):
         inputs = sorted(inst.ins.items())
     else:
         acts, dropped = translate_actions(ls, inst, base.actions, None)
@@ -157,18 +190,15 @@ def tunnel_ends(ls: LogicalSwitch, inst: Instance) -> Tuple[Rule, ...]:
     return tuple(rules)
 
 
-def phase_one(rule: Rule) -> Rule:
-    """The first half of a two-phase update: the new match, every packet to the shim."""
-    return rule.with_actions((Output(OFPP_CONTROLLER),))
-
-
 def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions,
-                    prefer: Optional[int] = None) -> Dict[int, Tuple[int, Actions]]:
+                    prefer: Optional[int] = None, came_in: Optional[int] = None
+                    ) -> Dict[int, Tuple[int, Actions]]:
     """An app's PACKET_OUT (or a packet the shim forwards) as one PACKET_OUT per instance that
     has some of its output ports: {instance: (physical in_port, actions)}. Each logical port is
     sent to from one instance only (`prefer` if the port is local there, else where it is local),
     so a flood reaches every port once; a port the packet came in on is left out, as OpenFlow
-    does; non-output actions are kept, in order, in every part."""
+    does; non-output actions are kept, in order, in every part. `came_in`: the physical port on
+    `prefer` a packet the shim forwards arrived on."""
     def where(lport: int) -> Optional[int]:
         if prefer is not None and ls.instances[prefer].local(lport) is not None:
             return prefer
@@ -178,6 +208,8 @@ def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions
         return next((d for d, i in sorted(ls.instances.items()) if lport in i.out), None)
 
     def entry_of(pdpid: int) -> int:
+        if came_in is not None and pdpid == prefer:
+            return came_in  # the physical port the packet really came in on
         inputs = ls.instances[pdpid].inputs_of(in_lport) if in_lport is not None else ()
         return inputs[0] if inputs else OFPP_CONTROLLER
 
@@ -207,3 +239,12 @@ def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions
                 parts[d].extend(acts)
                 used[d] = True
     return {d: (entry_of(d), tuple(parts[d])) for d in sorted(parts) if used[d]}
+
+
+def sync(old: Dict[Any, Rule], rules: Tuple[Rule, ...]) -> Tuple[List[Rule], List[Rule]]:
+    """From the copies a bridge holds (key -> rule) to `rules`: what to ADD (new or changed; an
+    ADD replaces the same key in place) and what to delete (keys no longer produced)."""
+    new = {r.key: r for r in rules}
+    adds = [r for k, r in new.items() if old.get(k) != r]
+    deletes = [r for k, r in old.items() if k not in new]
+    return adds, deletes

@@ -6,7 +6,7 @@ it too. A bad value stops the instance with one line naming the option, before a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from oslo_config.cfg import DuplicateOptError
 
@@ -42,6 +42,9 @@ _OPTS = [
                            "'lime' (the LIME shim: one logical switch per migrated switch)"),
     compat.cfg.StrOpt("lime_spares", default="",
                       help="dpids the LIME shim keeps as clone targets, not switches of their own"),
+    compat.cfg.StrOpt("lime_reserved", default="",
+                      help="'dpid:port,...': ports kept for migrations (links to spares): the "
+                           "LIME shim does not show them to apps"),
     compat.cfg.StrOpt("fault", default="",
                       help="testing only: 'drop:TYPE[:N]' loses this instance's Nth outgoing "
                            "TYPE message; 'stall:TYPE:SECONDS' delays it"),
@@ -124,6 +127,19 @@ def events_source() -> str:
 def lime_spares() -> FrozenSet[int]:
     _register()
     return parse_dpids(getattr(compat.cfg.CONF, GROUP).lime_spares) or frozenset()
+
+
+def lime_reserved() -> Dict[int, FrozenSet[int]]:
+    _register()
+    out: Dict[int, set] = {}
+    for item in filter(None, (p.strip() for p in getattr(compat.cfg.CONF, GROUP).lime_reserved
+                              .split(","))):
+        try:
+            dpid, port = (int(x, 0) for x in item.split(":"))
+        except ValueError:
+            raise ConfigError(f"[sdnmig] lime_reserved: {item!r} is not dpid:port") from None
+        out.setdefault(dpid, set()).add(port)
+    return {d: frozenset(p) for d, p in out.items()}
 
 
 def load() -> InstanceConfig:

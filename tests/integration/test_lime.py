@@ -57,8 +57,11 @@ def shim_flows(bridge: str) -> List[str]:
 
 def start_lime(controllers, mininet, idle: int = 0):
     topo = LimeTopo(prefix=unique_prefix())
+    p = topo.prefix
+    reserved = [f"{n}:{topo.port(f'{p}s{n}', f'{p}s3p')[0]}" for n in (1, 2)]  # links to the spare
     (c1,) = controllers.start(1, apps=("lime", "learning"), extra_conf={
-        "events": "lime", "lime_spares": hex(spare_dpid(3)), "flow_idle_timeout": str(idle)})
+        "events": "lime", "lime_spares": hex(spare_dpid(3)), "lime_reserved": ",".join(reserved),
+        "flow_idle_timeout": str(idle)})
     net = mininet(topo, [c1], protocols=OF15)
     disable_ipv6(net)
     wait_roles(net, [c1], {s: "c1" for s in topo.switches()})
@@ -94,9 +97,9 @@ def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
     status = lime_op(c1, op="status")
     assert status["switches"]["0x3"] == ["0x103", "0x3"]
     poll(lambda: tx_packets(f"{s3p}-eth2") >= 100, 10, "pings through the clone")
-    old = [[1, port_of(net, s1, s3), port_of(net, s1, s3)],
-           [2, port_of(net, s2, s3), port_of(net, s2, s3)]]
-    got = lime_op(c1, op="retire", switch=3, instance=3, neighbours=old)
+    bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports)
+    assert not bad["ok"] and "already migrating" in bad["error"], bad
+    got = lime_op(c1, op="retire", switch=3, instance=3)
     assert got["ok"], got
     assert got["instances"] == [spare_dpid(3)]
     out = h1.waitOutput()
@@ -111,9 +114,33 @@ def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
     assert ping(h1, h2, count=5, interval=0.05)["received"] == 5
 
 
+def test_retiring_the_clone_rolls_the_migration_back(lime_net):
+    topo, c1, net = lime_net
+    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
+    ports = {port_of(net, s3, s1): port_of(net, s3p, s1), port_of(net, s3, s2): port_of(net, s3p, s2)}
+    neighbours = [[1, port_of(net, s1, s3), port_of(net, s1, s3p)],
+                  [2, port_of(net, s2, s3), port_of(net, s2, s3p)]]
+    assert lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports,
+                   neighbours=neighbours)["ok"]
+    h1.sendCmd(f"ping -n -c 1000 -i 0.002 -W 1 {h2.IP()}")
+    poll(lambda: tx_packets(f"{s3p}-eth2") >= 100, 10, "pings through the clone")
+    got = lime_op(c1, op="retire", switch=3, instance=spare_dpid(3))
+    assert got["ok"] and got["instances"] == [3], got
+    out = h1.waitOutput()
+    assert "1000 packets transmitted, 1000 received" in out and "DUP!" not in out, out
+    assert not shim_flows(s3p)
+    subprocess.run(["ovs-vsctl", "set", "interface", f"{s3p}-eth1", "admin_state=down"], check=True)
+    assert ping(h1, h2, count=5, interval=0.05)["received"] == 5  # through s3 again
+    assert lime_op(c1, op="status")["links"] == {}
+
+
 def test_bad_operations_are_refused_and_change_nothing(lime_net):
     topo, c1, net = lime_net
     name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
+    s1, s3, s3p = name["s1"], name["s3"], name["s3p"]
     before = lime_op(c1, op="status")
     assert not lime_op(c1, op="clone", switch=9, onto=spare_dpid(3), ports={})["ok"]
     bad = lime_op(c1, op="clone", switch=3, onto=1, ports={1: 1, 2: 2})
@@ -124,8 +151,15 @@ def test_bad_operations_are_refused_and_change_nothing(lime_net):
     assert not bad["ok"] and "last instance" in bad["error"], bad
     bad = lime_op(c1, op="fly", switch=3)
     assert not bad["ok"] and "unknown operation" in bad["error"], bad
+    ports = {port_of(net, s3, s1): port_of(net, s3p, s1), port_of(net, s3, name["s2"]):
+             port_of(net, s3p, name["s2"])}
+    bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports,
+                  neighbours=[[1, port_of(net, s1, s3), 0]])
+    assert not bad["ok"] and "not a free port" in bad["error"], bad
+    bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports={**ports, 1: 77})
+    assert not bad["ok"] and "no port 77" in bad["error"], bad
     assert lime_op(c1, op="status") == before
-    assert not shim_flows(name["s3p"])
+    assert not shim_flows(s3p)
 
 
 def test_a_rule_the_switch_expired_is_not_cloned(controllers, mininet):

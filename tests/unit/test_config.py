@@ -177,6 +177,11 @@ def test_events_source_and_lime_spares(conf_file: Any) -> None:
     assert config.events_source() == "platform" and config.lime_spares() == frozenset()
     conf_file(events="lime", lime_spares="0x103, 0x101")
     assert config.events_source() == "lime" and config.lime_spares() == {0x101, 0x103}
+    conf_file(lime_reserved="1:3, 0x2:3,1:4")
+    assert config.lime_reserved() == {1: {3, 4}, 2: {3}}
+    conf_file(lime_reserved="1-3")
+    with pytest.raises(ConfigError, match="not dpid:port"):
+        config.lime_reserved()
     conf_file(events="shim")
     with pytest.raises(ConfigError, match="events must be"):
         config.events_source()

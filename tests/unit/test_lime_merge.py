@@ -126,3 +126,13 @@ def test_idle_and_hard_timeouts_expire_from_polled_counts_never_early():
     assert t.poll(20.0, {4: 0}) == []
     with pytest.raises(ValueError):
         t.add(5, idle=-1, hard=0, now=0.0)
+
+
+def test_a_rule_busy_since_it_was_added_is_not_idle_at_its_first_poll():
+    t = Timeouts()
+    t.add(1, idle=2, hard=0, now=0.0)
+    assert t.poll(2.5, {1: 500}) == []          # counted packets: active at some time up to 2.5
+    assert t.poll(4.4, {1: 500}) == []
+    assert t.poll(4.5, {1: 500}) == [(1, IDLE)]
+    t.add(2, idle=2, hard=0, now=0.0)
+    assert t.poll(2.0, {2: 0}) == [(2, IDLE)]   # never used: idle since it was added

@@ -112,9 +112,13 @@ def run(tables: Dict[int, List[Rule]], wire, dpid: int, in_port: int, vid: Optio
 def tables_for(ls: LogicalSwitch, rule: Rule) -> Dict[int, List[Rule]]:
     out = {}
     for inst in ls.instances.values():
-        rules, dropped = tr.translate(ls, inst, rule, tr.shim_cookie(7))
+        rules, dropped = tr.translate(ls, inst, rule, 7)
         assert dropped == ()
-        out[inst.dpid] = list(rules) + list(tr.tunnel_ends(ls, inst))
+        ends = tr.tunnel_ends(ls, inst)
+        tunnel_in = {r.match[0][1] for r in ends}
+        assert all(match_get(r.match, "in_port") not in tunnel_in for r in rules), \
+            "an app rule that could see tunnelled packets"
+        out[inst.dpid] = list(rules) + list(ends)
     return out
 
 
@@ -147,7 +151,8 @@ def cases(draw):
     fields = {"eth_dst": "00:00:00:00:00:02"}
     if in_port is not None:
         fields["in_port"] = in_port
-    rule = Rule(10, match_of(**fields), tuple(Output(p) for p in outs))
+    prio = draw(st.sampled_from([10, 65535]))  # an app rule as high as the tunnel ends
+    rule = Rule(prio, match_of(**fields), tuple(Output(p) for p in outs))
     return ls, rule
 
 
@@ -168,15 +173,15 @@ def test_a_single_instance_keeps_the_rule_as_it_is_but_for_the_cookie():
     ls = m.add_switch(3, (1, 2))
     rule = Rule(10, match_of(in_port=1, eth_dst="aa"), (Output(2),), idle_timeout=30,
                 flags=OFPFF_SEND_FLOW_REM, cookie=5)
-    rules, dropped = tr.translate(ls, ls.instances[3], rule, tr.shim_cookie(1))
+    rules, dropped = tr.translate(ls, ls.instances[3], rule, 1)
     assert rules == (Rule(10, rule.match, (Output(2),), idle_timeout=30,
                           flags=OFPFF_SEND_FLOW_REM, cookie=tr.shim_cookie(1)),)
     assert dropped == ()
     timed = Rule(10, match_of(eth_dst="aa"), (Output(2),), hard_timeout=9)
-    (phys,), _ = tr.translate(ls, ls.instances[3], timed, tr.shim_cookie(4))
+    (phys,), _ = tr.translate(ls, ls.instances[3], timed, 4)
     assert phys.flags == OFPFF_SEND_FLOW_REM and phys.hard_timeout == 9
     flood = Rule(1, (), (Output(OFPP_FLOOD),))
-    rules, _ = tr.translate(ls, ls.instances[3], flood, tr.shim_cookie(2))
+    rules, _ = tr.translate(ls, ls.instances[3], flood, 2)
     assert [r.actions for r in rules] == [(Output(1), Output(2))]
 
 
@@ -185,17 +190,17 @@ def test_while_migrating_timeouts_and_flow_removed_are_the_shims_and_ctl_forward
     rule = Rule(10, match_of(in_port=1), (Output(2), Output(OFPP_CONTROLLER)), idle_timeout=5,
                 hard_timeout=9, flags=OFPFF_SEND_FLOW_REM)
     for inst in ls.instances.values():
-        (phys,), _ = tr.translate(ls, inst, rule, tr.shim_cookie(3))
+        (phys,), _ = tr.translate(ls, inst, rule, 3)
         assert (phys.idle_timeout, phys.hard_timeout, phys.flags) == (0, 0, 0)
         assert phys.actions == (Output(OFPP_CONTROLLER),)
-        assert tr.serial_of(phys.cookie) == 3
+        assert tr.serial_of(phys.cookie) == 3 and tr.form_of(phys.cookie) == tr.CTL_ONLY
 
 
 def test_an_output_with_no_place_on_an_instance_is_reported():
     m = Mapping()
     ls = m.add_switch(3, (1, 2))
     m.add_instance(3, Instance(0x103, {1: Local(7)}, {7: 1}))
-    rules, dropped = tr.translate(ls, ls.instances[0x103], Rule(1, (), (Output(2),)), 9 | tr.COOKIE_MARK)
+    rules, dropped = tr.translate(ls, ls.instances[0x103], Rule(1, (), (Output(2),)), 9)
     assert dropped == (2,) and rules[0].actions == ()
 
 
@@ -203,7 +208,7 @@ def test_pass_through_ports_are_kept():
     ls = build(2, [True, False], [False, False], [False, False], [False, False])
     rule = Rule(1, (), (Output(OFPP_IN_PORT),))
     for inst in ls.instances.values():
-        rules, _ = tr.translate(ls, inst, rule, tr.shim_cookie(1))
+        rules, _ = tr.translate(ls, inst, rule, 1)
         assert all(r.actions == (Output(OFPP_IN_PORT),) for r in rules)
 
 
@@ -218,12 +223,15 @@ def test_tunnel_ends_pop_and_guard():
     assert tr.serial_of(12) is None
 
 
-def test_phase_one_sends_everything_to_the_shim():
+def test_phase_one_sends_everything_to_the_shim_and_says_so_in_its_cookie():
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
     rule = Rule(10, match_of(in_port=1), (SetVlan(5 | VLAN_PRESENT), Output(2)))
-    assert tr.phase_one(rule) == Rule(10, rule.match, (Output(OFPP_CONTROLLER),))
+    (phys,), _ = tr.translate(ls, ls.instances[A], rule, 5, phase_one=True)
+    assert phys.actions == (Output(OFPP_CONTROLLER),)
+    assert tr.serial_of(phys.cookie) == 5 and tr.form_of(phys.cookie) == tr.PHASE_ONE
 
 
-@pytest.mark.parametrize("serial", [0, 0xFFFF_FFFF_FFFF, -1])
+@pytest.mark.parametrize("serial", [0, tr.SERIAL_MASK, -1])
 def test_bad_serials_are_refused(serial):
     with pytest.raises(ValueError):
         tr.shim_cookie(serial)
@@ -291,3 +299,52 @@ def test_packet_out_plan_prefers_the_instance_the_packet_came_from():
     assert plan == {B: (11, (Output(12),))}
     plan = tr.packet_out_plan(ls, None, (Output(2),))
     assert plan == {A: (OFPP_CONTROLLER, (Output(2),))}
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases(), st.data())
+def test_after_a_map_change_sync_leaves_exactly_the_new_translation(case, data):
+    """The bridge's copies of a rule, brought from one map to the next by sync()'s ADDs and
+    deletes, are the new translation: no copy of the old map outlives it (it could loop)."""
+    ls, rule = case
+    before = {d: {r.key: r for r in tr.translate(ls, i, rule, 7)[0]} for d, i in ls.instances.items()}
+    a = ls.instances[A]
+    lp = data.draw(st.sampled_from(ls.ports))
+    b_local = ls.instances[B].local(lp)
+    if b_local is not None and not isinstance(a.out.get(lp), Tunnel):
+        a.out[lp] = Tunnel(A_VIA, 200 + lp, B, B_VIA)  # the port's host moved to B
+    else:
+        a.ins[40 + lp] = lp                            # a neighbour's second link
+    for d, inst in ls.instances.items():
+        new_rules, _ = tr.translate(ls, inst, rule, 7)
+        adds, deletes = tr.sync(before[d], new_rules)
+        held = dict(before[d])
+        for r in deletes:
+            del held[r.key]
+        for r in adds:
+            held[r.key] = r
+        assert held == {r.key: r for r in new_rules}
+        assert not [r for r in adds if before[d].get(r.key) == r], "an unchanged copy re-sent"
+
+
+def test_mapping_refuses_places_that_would_break_forwarding():
+    m = Mapping()
+    ls = m.add_switch(3, (1, 2, 3))
+    m.add_instance(3, Instance(0x103, {1: Local(1), 2: Local(2)}, {1: 1, 2: 2}))
+    orig = ls.instances[3]
+    with pytest.raises(MappingError, match="cannot be logical ports"):
+        m.set_instance(3, Instance(3, {1: Local(1), 2: Local(1), 3: Local(3)}, {1: 1, 3: 3}))
+    with pytest.raises(MappingError, match="is an input of"):
+        m.set_instance(3, Instance(3, {1: Local(1), 2: Local(2), 3: Local(3)}, {1: 1, 2: 3, 3: 3}))
+    with pytest.raises(MappingError, match="also ports of the switch"):  # via = a host port
+        m.set_instance(3, Instance(3, {1: Tunnel(2, 5, 0x103, 9), 2: Local(2), 3: Local(3)},
+                                   {2: 2, 3: 3}))
+    with pytest.raises(MappingError, match="also a port of the switch"):  # arrives on a host port
+        m.set_instance(3, Instance(3, {1: Tunnel(9, 5, 0x103, 2), 2: Local(2), 3: Local(3)},
+                                   {2: 2, 3: 3}))
+    m.set_instance(3, Instance(3, {1: Tunnel(9, 5, 0x103, 9), 2: Local(2), 3: Local(3)},
+                               {2: 2, 3: 3}))
+    m2 = Mapping.from_json(m.to_json())
+    with pytest.raises(MappingError, match="use VLAN 5"):  # a third instance, the same tag
+        m2.add_instance(3, Instance(0x203, {1: Tunnel(9, 5, 0x103, 9), 2: Local(2)}, {2: 2}))
+    assert ls.instances[3] is not orig
