@@ -22,8 +22,8 @@ whose `send_msg` comes here. What the shim does with each message:
 | PORT_STATUS            | reported once per logical change (merge.PortStates)               |
 | connection lost        | the logical switch goes DEAD (an instance failing is the switch)   |
 
-Operations (clone, retire) arrive on the instance's own Redis, channel `lime:ops` (JSON), and are
-answered on the channel the request names; see `ops()`.
+Operations (clone, retire, status) arrive on the instance's own Redis, channel `lime:ops` (JSON),
+and are answered on the channel the request names; `operations.py` carries them out.
 """
 from __future__ import annotations
 
