@@ -39,12 +39,12 @@ import redis
 from lime_shim import lime_ofp_event as lev
 from lime_shim import ofconv
 from lime_shim import translate as tr
-from lime_shim.mapping import Instance, LogicalSwitch, Mapping, MappingError
+from lime_shim.mapping import LogicalSwitch, Mapping, MappingError
 from lime_shim.operations import Operations
 from lime_shim.merge import Dedupe, Join, PortStates
-from lime_shim.model import OFPP_CONTROLLER, Output, Rule, is_physical
+from lime_shim.model import Rule, is_physical
 from lime_shim.table import FlowMod, FlowTable
-from ryu_apps import config
+from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect
 from ryu_apps.loud import MARKER, loud
 from ryu_apps.roles.app import BRICK_NAME as PHYS_ROLES_BRICK
@@ -180,7 +180,7 @@ class LimeShim(compat.RyuApp):
             hidden = self.reserved.get(dp.id, frozenset())
             ls = self.map.add_switch(dp.id, tuple(sorted(p for p in dp.ports
                                                          if is_physical(p) and p not in hidden)))
-            self._save()
+            self.save()
         self._ensure(ls, dp)
         ldp = self.ldps[ls.dpid]
         if dp.id == ls.dpid or not ldp.ports:
@@ -190,7 +190,7 @@ class LimeShim(compat.RyuApp):
             # map change made while it was away. Start it over from the logical tables.
             self.synced[dp.id] = dp
             dp.send_msg(ofconv.flow_delete_cookie_all(dp))
-            self._reinstall(ls, only=dp.id)
+            self.reinstall(ls, only=dp.id)
         if ls.dpid in self.ready:
             return
         if any(d not in self.phys or self.roles is None or not self.roles.is_master(d)
@@ -229,15 +229,14 @@ class LimeShim(compat.RyuApp):
         table = self.tables[ls.dpid]
         serial, form = tr.serial_of(msg.cookie), tr.form_of(msg.cookie)
         entry = table.by_serial(serial) if serial is not None else None
-        if form & tr.PHASE_ONE:
-            # Raised by the first half of a two-phase update: the shim applies the rule as it is
-            # now (the packet-in may come after the second half landed: still the new rule).
-            acts = entry.rule.actions if entry is not None else self._by_table(table, msg, lport)
-            self._forward(ls, inst, msg, in_port, lport, _without_controller(acts))
-            if entry is None or OFPP_CONTROLLER not in entry.rule.outputs():
-                return
-        elif form & tr.CTL_ONLY and entry is not None:
-            self._forward(ls, inst, msg, in_port, lport, _without_controller(entry.rule.actions))
+        forward, report = tr.packet_in_plan(form, entry.rule.actions if entry else None)
+        if form & tr.PHASE_ONE and entry is None:  # its rule is gone: by the current table
+            forward = tr.without_controller(self._by_table(table, msg, lport))
+        if forward is not None:
+            self._send_plan(tr.packet_out_plan(ls, lport, forward, prefer=inst.dpid,
+                                               came_in=in_port), msg.data)
+        if not report:
+            return
         ldp = self.ldps[ls.dpid]
         parser = ldp.ofproto_parser
         fields = dict(msg.match.items())
@@ -259,14 +258,14 @@ class LimeShim(compat.RyuApp):
             acts += e.rule.actions
         return acts
 
-    def _forward(self, ls: LogicalSwitch, inst: Instance, msg: Any, in_port: int, lport: int,
-                 actions: Tuple[Any, ...]) -> None:
-        plan = tr.packet_out_plan(ls, lport, actions, prefer=inst.dpid, came_in=in_port)
+    def _send_plan(self, plan: Dict[int, Tuple[int, Tuple[Any, ...]]], data: bytes) -> None:
+        """One PACKET_OUT per instance of a packet_out_plan."""
         for pdpid, (pin, acts) in plan.items():
             dp = self.phys.get(pdpid)
             if dp is not None:
-                dp.send_msg(_packet_out(dp, pin, ofconv.actions_to(dp.ofproto, dp.ofproto_parser,
-                                                                  acts), msg.data))
+                dp.send_msg(ofmsgs.packet_out(
+                    dp, pin, ofconv.actions_to(dp.ofproto, dp.ofproto_parser, acts),
+                    dp.ofproto.OFP_NO_BUFFER, data))
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPBarrierReply, compat.MAIN_DISPATCHER)
     @loud
@@ -437,16 +436,9 @@ class LimeShim(compat.RyuApp):
             else getattr(msg, "in_port", ofp.OFPP_CONTROLLER)
         in_lport = in_port if in_port in ls.ports else None
         actions = ofconv.actions_from(ofp, msg.actions)
-        for pdpid, (pin, acts) in tr.packet_out_plan(ls, in_lport, actions).items():
-            dp = self.phys.get(pdpid)
-            if dp is not None:
-                dp.send_msg(_packet_out(dp, pin, ofconv.actions_to(dp.ofproto, dp.ofproto_parser,
-                                                                   acts), msg.data))
+        self._send_plan(tr.packet_out_plan(ls, in_lport, actions), msg.data)
 
-    def reinstall(self, ls: LogicalSwitch) -> None:
-        self._reinstall(ls)
-
-    def _reinstall(self, ls: LogicalSwitch, only: Optional[int] = None) -> None:
+    def reinstall(self, ls: LogicalSwitch, only: Optional[int] = None) -> None:
         """Every rule of the logical switch, brought to the current map's translation."""
         for pdpid, inst in ls.instances.items():
             dp = self.phys.get(pdpid)
@@ -504,16 +496,12 @@ class LimeShim(compat.RyuApp):
         LOG.info("lime: map of the previous run loaded: %s", ", ".join(
             f"{ls.dpid:#x} on {sorted(hex(d) for d in ls.instances)}" for ls in self.map))
 
-    def _save(self) -> None:
+    def save(self) -> None:
         try:
             self.redis.set(MAP_KEY, json.dumps({"map": json.loads(self.map.to_json()),
                                                 "links": self.links}))
         except redis.RedisError as e:
             LOG.error("lime: map not saved: %s", e)
-
-
-def _without_controller(actions: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    return tuple(a for a in actions if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))
 
 
 class _Xid:
@@ -523,16 +511,6 @@ class _Xid:
 
     def set_xid(self, xid: int) -> None:
         self.xid = xid
-
-
-def _packet_out(dp: Any, in_port: int, actions: List[Any], data: bytes) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    if ofp.OFP_VERSION >= compat.ofproto_v1_5.OFP_VERSION:
-        return parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER,
-                                   match=parser.OFPMatch(in_port=in_port), actions=actions,
-                                   data=data)
-    return parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port, actions=actions,
-                               data=data)
 
 
 def _packet_fields(data: bytes) -> Dict[str, Any]:

@@ -88,10 +88,6 @@ def match_set(match: Match, name: str, value: Any) -> Match:
     return tuple(sorted([(k, v) for k, v in match if k != name] + [(name, value)]))
 
 
-def match_without(match: Match, name: str) -> Match:
-    return tuple((k, v) for k, v in match if k != name)
-
-
 @dataclass(frozen=True)
 class Rule:
     """A flow entry. `goto` is a goto-table instruction; `write` are write-actions (rare)."""

@@ -13,6 +13,7 @@ from lime_shim.model import (Action, Actions, Match, Opaque, Output, PopVlan, Pu
                              SetVlan)
 from lime_shim.table import FlowMod
 from lime_shim.translate import COOKIE_MARK, COOKIE_MASK, FORM_MASK
+from ryu_apps import ofmsgs
 
 
 def match_from(ofmatch: Any) -> Match:
@@ -110,30 +111,13 @@ def flow_add_to(dp: Any, rule: Rule) -> Any:
 
 def flow_delete_cookie(dp: Any, cookie: int) -> Any:
     """Delete the physical copies of one logical rule, whatever their form (every table)."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(dp, cookie=cookie & ~FORM_MASK,
-                             cookie_mask=0xFFFFFFFFFFFFFFFF & ~FORM_MASK,
-                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
-                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                             match=parser.OFPMatch())
+    return ofmsgs.flow_delete(dp, cookie=cookie & ~FORM_MASK,
+                              cookie_mask=0xFFFFFFFFFFFFFFFF & ~FORM_MASK)
 
 
 def flow_delete_cookie_all(dp: Any) -> Any:
     """Delete every rule the shim installed on a bridge (a retired instance), nothing else."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(dp, cookie=COOKIE_MARK, cookie_mask=COOKIE_MASK,
-                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
-                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                             match=parser.OFPMatch())
-
-
-def flow_delete_in_port(dp: Any, port: int) -> Any:
-    """Delete the shim's copies of rules for packets entering on `port` (a link no longer used)."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(dp, cookie=COOKIE_MARK, cookie_mask=COOKIE_MASK,
-                             table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
-                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                             match=parser.OFPMatch(in_port=port))
+    return ofmsgs.flow_delete(dp, cookie=COOKIE_MARK, cookie_mask=COOKIE_MASK)
 
 
 def flow_delete_strict(dp: Any, rule: Rule) -> Any:

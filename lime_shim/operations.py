@@ -101,7 +101,7 @@ class Operations:
             shim.reinstall(n)
             links.append([n.dpid, nport, old, new, onto])
         shim.links[ls.dpid] = links
-        shim._save()
+        shim.save()
         return {"switch": ls.dpid, "instances": sorted(ls.instances),
                 "ms": round((time.monotonic() - started) * 1000, 1)}
 
@@ -176,7 +176,7 @@ class Operations:
             if desc is not None and up:
                 shim.report_port(ls, lport, shim.ldps[ls.dpid].ofproto.OFPPR_MODIFY, desc)
         shim.links.pop(ls.dpid, None)
-        shim._save()
+        shim.save()
         return {"switch": ls.dpid, "instances": sorted(ls.instances),
                 "ms": round((time.monotonic() - started) * 1000, 1)}
 

@@ -248,3 +248,23 @@ def sync(old: Dict[Any, Rule], rules: Tuple[Rule, ...]) -> Tuple[List[Rule], Lis
     adds = [r for k, r in new.items() if old.get(k) != r]
     deletes = [r for k, r in old.items() if k not in new]
     return adds, deletes
+
+
+def packet_in_plan(form: int, rule_actions: Optional[Actions]) -> Tuple[Optional[Actions], bool]:
+    """What the shim does with a packet-in a copy of a rule raised: (actions it forwards the
+    packet by, or None; whether the apps see it). `rule_actions`: the app's rule as it is now
+    (None: gone, or a table miss). A phase-1 copy's packet is forwarded by the rule as it is now
+    (it may arrive after the second half landed: still the new rule), and reported only if that
+    rule sends to the controller; a to-controller-only copy's is forwarded and reported."""
+    if form & PHASE_ONE:
+        if rule_actions is None:
+            return None, False  # the caller looks the packet up in the current table
+        reported = any(isinstance(a, Output) and a.port == OFPP_CONTROLLER for a in rule_actions)
+        return without_controller(rule_actions), reported
+    if form & CTL_ONLY and rule_actions is not None:
+        return without_controller(rule_actions), True
+    return None, True
+
+
+def without_controller(actions: Actions) -> Actions:
+    return tuple(a for a in actions if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))

@@ -348,3 +348,14 @@ def test_mapping_refuses_places_that_would_break_forwarding():
     with pytest.raises(MappingError, match="use VLAN 5"):  # a third instance, the same tag
         m2.add_instance(3, Instance(0x203, {1: Tunnel(9, 5, 0x103, 9), 2: Local(2)}, {2: 2}))
     assert ls.instances[3] is not orig
+
+
+def test_what_the_shim_does_with_a_packet_in_depends_on_the_copy_that_raised_it():
+    fwd = (Output(2),)
+    both = (Output(2), Output(OFPP_CONTROLLER))
+    assert tr.packet_in_plan(tr.PHASE_ONE, fwd) == (fwd, False)
+    assert tr.packet_in_plan(tr.PHASE_ONE, both) == (fwd, True)
+    assert tr.packet_in_plan(tr.PHASE_ONE, None) == (None, False)
+    assert tr.packet_in_plan(tr.CTL_ONLY, both) == (fwd, True)
+    assert tr.packet_in_plan(0, (Output(OFPP_CONTROLLER),)) == (None, True)
+    assert tr.packet_in_plan(0, None) == (None, True)
