@@ -78,6 +78,10 @@ class ErcMigrator(compat.RyuApp):
         self.work: Any = compat.hub.Queue()
         self.faults = _parse_faults(self.cfg.fault)
         self.sent: Dict[str, int] = {}
+        # One publish at a time: greenthreads take different pooled bus connections, and one that
+        # must first open its connection lets a later message overtake it (a DRAINED seen before
+        # its END_MIGRATION lost the end mark: test_stalled_candidate_loses_the_race, 1 CI run).
+        self.send_lock = compat.hub.BoundedSemaphore(1)
         self.mig_counter = int.from_bytes(os.urandom(2), "big")
         self._cas_del = self.bus.register_script(_CAS_DEL)
         self._hcas_del = self.bus.register_script(_HCAS_DEL)
@@ -251,7 +255,8 @@ class ErcMigrator(compat.RyuApp):
                             to, arg)
                 compat.hub.sleep(arg)
         data = memoryview(wire.encode(wire.Msg(kind, mig, dpid, self.me, body, payload, n)))
-        self.bus.publish(wire.channel_for(to, payload), data)  # a view: see snapshot.parse
+        with self.send_lock:  # in the order the sends were made (see __init__)
+            self.bus.publish(wire.channel_for(to, payload), data)  # a view: see snapshot.parse
 
     # -- operations -------------------------------------------------------------------------------
     def _op_migrate(self, req: wire.Msg) -> None:
