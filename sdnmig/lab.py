@@ -231,3 +231,30 @@ def ping(src: Any, dst: Any, count: int = 3, interval: float = 0.2, wait: int = 
         raise AssertionError(f"could not read ping output: {out!r}")
     return {"sent": int(m.group(1)), "received": int(m.group(2)),
             "duplicates": int(m.group(3) or 0)}
+
+
+def prepare_host_move(host: Any, new: str) -> None:
+    """Make-before-break for a host moving to its interface `new` (a VM migration's stand-in):
+    `new` takes the host's MAC and IP (its route less preferred until the old interface goes),
+    and the neighbours the host knows, so nothing waits on ARP once it is the host's link."""
+    old = host.defaultIntf()
+    ip, plen, mac = old.IP(), old.prefixLen, old.MAC()
+    neigh = host.cmd(f"ip neigh show dev {old.name}")
+    cmds = [f"sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.{new}.rp_filter=0",
+            f"ip link set {new} address {mac}", f"ip link set {new} up",
+            f"ip addr add {ip}/{plen} dev {new} metric 100"]
+    for line in neigh.splitlines():
+        m = re.match(r"(\S+) lladdr (\S+)", line)
+        if m:
+            cmds.append(f"ip neigh replace {m.group(1)} lladdr {m.group(2)} dev {new} nud reachable")
+    for c in cmds:
+        out = host.cmd(c + " && echo ok")
+        if "ok" not in out.split():
+            raise RuntimeError(f"{host.name}: {c!r} failed: {out.strip()}")
+
+
+def finish_host_move(host: Any, old: str) -> None:
+    """The break: the old interface goes down, so the host sends on the new one."""
+    out = host.cmd(f"ip link set {old} down && echo ok")
+    if "ok" not in out.split():
+        raise RuntimeError(f"{host.name}: {old} did not go down: {out.strip()}")
