@@ -5,13 +5,19 @@
     POST /cancel   {"switch": "0x1"}                                       -> OP_RESULT body
     GET  /status                                                           -> ops.status()
     GET  /history?limit=N                                                  -> [records]
+    GET  /lime/status                                  -> the LIME shim's status answer
+    POST /lime/<op>  (op: clone, freeze, move_host, retire, ensemble, retire_ensemble; the
+                      body is the operation's request without "op", as lime_shim.plan.check
+                      takes it)                        -> the shim's answer
+         /lime/...?controller=ID&timeout=S   which instance's shim (sdnmig.lime.choose), how long
 
 Every request needs `Authorization: Bearer <token>` (the token file is made 0600 on first use).
 The server binds to loopback unless the operator names another address explicitly: it starts
 migrations, so it must not appear on a network by accident. Answers are JSON; errors are
 {"error": "..."} with 400 (bad input, or refused by the controller), 401, 404, 405, 411, 413
-(body over 64 KiB), 503 (no bus, or the bus is down), 504 (no answer from the controller in time).
-The bus is looked up per request, so the server outlives controller restarts.
+(body over 64 KiB), 503 (no bus, or the bus is down; no LIME shim to ask), 504 (no answer from the
+controller in time). The bus (and a shim's Redis) is looked up per request, so the server outlives
+controller restarts.
 """
 from __future__ import annotations
 
@@ -25,10 +31,12 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from sdnmig import instances, ops
+from lime_shim import client as lime_client
+from lime_shim import plan as lime_plan
+from sdnmig import instances, lime, ops
 from sdnmig.errors import SdnmigError
 
 LOG = logging.getLogger(__name__)
@@ -96,8 +104,10 @@ def _is_loopback(host: str) -> bool:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: Tuple[str, int], bus_factory: BusFactory, token: str) -> None:
+    def __init__(self, address: Tuple[str, int], bus_factory: BusFactory, token: str,
+                 shims: Optional[lime.ShimFactory] = None) -> None:
         self.bus_factory = bus_factory
+        self.shims = shims
         self.token = token.encode()
         super().__init__(address, Handler)
 
@@ -107,7 +117,8 @@ class Server6(Server):
 
 
 def make_server(bus_factory: BusFactory, token: str, host: str = LOOPBACK,
-                port: int = DEFAULT_PORT, *, allow_remote: bool = False) -> Server:
+                port: int = DEFAULT_PORT, *, allow_remote: bool = False,
+                shims: Optional[lime.ShimFactory] = None) -> Server:
     """A bound server (call serve_forever); port 0 picks a free port (see server_address)."""
     if not allow_remote and not _is_loopback(host):
         raise SdnmigError(f"refusing to serve on {host}: not a loopback address (give --host "
@@ -116,7 +127,7 @@ def make_server(bus_factory: BusFactory, token: str, host: str = LOOPBACK,
         raise SdnmigError("an empty API token would let anyone in")
     cls = Server6 if ":" in host else Server
     try:
-        return cls((host, port), bus_factory, token)
+        return cls((host, port), bus_factory, token, shims)
     except OSError as e:
         raise SdnmigError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
 
@@ -175,6 +186,33 @@ ROUTES: Dict[str, Tuple[str, Route]] = {
 }
 
 
+LIME_PREFIX = "/lime/"
+LIME_GET = {"status"}
+
+
+def _lime_op(path: str) -> Optional[str]:
+    """The LIME operation a path names (move-host and move_host alike), or None."""
+    if not path.startswith(LIME_PREFIX):
+        return None
+    op = path[len(LIME_PREFIX):].replace("-", "_")
+    return op if op in lime_plan.OPS else None
+
+
+def _query_one(query: Dict[str, List[str]], name: str) -> Optional[str]:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _lime_timeout(query: Dict[str, List[str]]) -> float:
+    raw = _query_one(query, "timeout")
+    if raw is None:
+        return lime.DEFAULT_TIMEOUT_S
+    try:
+        return ops._check_timeout(float(raw))
+    except ValueError:
+        raise HttpError(400, f"timeout {raw!r} is not a number of seconds") from None
+
+
 class Handler(BaseHTTPRequestHandler):
     """Token, then path, then method, then body; each failure is a JSON error."""
 
@@ -203,9 +241,9 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = 200, self._dispatch(method)
         except HttpError as e:
             status, payload = e.status, {"error": str(e)}
-        except ops.BusError as e:
+        except (ops.BusError, lime_client.Unavailable) as e:
             status, payload = 503, {"error": str(e)}
-        except ops.NoAnswer as e:
+        except (ops.NoAnswer, lime_client.NoAnswer) as e:
             status, payload = 504, {"error": str(e)}
         except SdnmigError as e:
             status, payload = 400, {"error": str(e)}
@@ -218,13 +256,35 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             raise HttpError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
         url = urlsplit(self.path)
+        if url.path.startswith(LIME_PREFIX):
+            return self._lime(method, url.path, parse_qs(url.query))
         if url.path not in ROUTES:
-            raise HttpError(404, f"no such path {url.path}: use {', '.join(sorted(ROUTES))}")
+            raise HttpError(404, f"no such path {url.path}: use {', '.join(sorted(ROUTES))} "
+                                 f"or {LIME_PREFIX}<op>")
         allowed, route = ROUTES[url.path]
         if method != allowed:
             raise HttpError(405, f"{url.path} takes {allowed}, not {method}")
         body = self._body() if method == "POST" else {}
         return route(self._bus, parse_qs(url.query), body)
+
+    def _lime(self, method: str, path: str, query: Dict[str, List[str]]) -> Any:
+        """A LIME operation, checked here (400), then sent to the chosen instance's shim."""
+        op = _lime_op(path)
+        if op is None:
+            raise HttpError(404, f"no such path {path}: use {LIME_PREFIX}<op>, op one of "
+                                 f"{', '.join(sorted(lime_plan.OPS))}")
+        allowed = "GET" if op in LIME_GET else "POST"
+        if method != allowed:
+            raise HttpError(405, f"{path} takes {allowed}, not {method}")
+        req = lime_plan.check(op, self._body() if method == "POST" else {})
+        timeout = _lime_timeout(query)
+        if self.server.shims is None:
+            raise lime_client.Unavailable("this server has no LIME shims to ask")
+        try:
+            shim = self.server.shims(_query_one(query, "controller"), lime.switch_of(req))
+        except (SdnmigError, OSError) as e:
+            raise lime_client.Unavailable(f"no LIME shim to ask: {e}") from None
+        return lime.run(shim, req, timeout)
 
     def _bus(self) -> Any:
         try:

@@ -8,6 +8,12 @@
                    [--transfer copy|shared] [--timeout S] [--json]
     sdnmig cancel --switch DPID      sdnmig history [--limit N] [--json]
     sdnmig api [--port P] [--host H] [--token-file F]   the same operations over HTTP
+    sdnmig lime status | clone S --onto D | freeze S --onto D | move-host S PORT --onto D
+                | retire S --instance D | ensemble S=D ... | retire-ensemble S=D ...
+                [--controller ID] [--timeout S] [--json] [--plan]
+                         LIME operations on the shim of a controller instance; clone, freeze,
+                         ensemble and move-host are planned from the bridges' wiring
+                         (sdnmig.lime_topo) unless --ports/--tunnels/--neighbours/--onto-port say
 
 Errors are one line on stderr with exit status 2 (`migrate` exits 1 when the migration ran but did
 not commit); later issues add their commands here.
@@ -24,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from ryu_apps.erc import wire
-from sdnmig import api, instances, ops, ovs
+from sdnmig import api, instances, lime, lime_cli, ops, ovs
 from sdnmig.errors import SdnmigError
 from sdnmig.ops import table as _table
 
@@ -190,7 +196,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     token_file = args.token_file or args.state_dir / api.TOKEN_FILE
     server = api.make_server(api.bus_from_state_dir(args.state_dir), api.load_token(token_file),
                              host=args.host or api.LOOPBACK, port=args.port,
-                             allow_remote=args.host is not None)
+                             allow_remote=args.host is not None,
+                             shims=lime.shim_factory(args.state_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     host, port = server.server_address[:2]
     print(f"sdnmig api on http://{host}:{port}/ (send 'Authorization: Bearer <token>', "
@@ -232,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="also bridges not connected to these instances")
     s.set_defaults(func=cmd_status)
     _add_bus_commands(sub)
+    lime_cli.add_commands(sub)
     from sdnmig import discovery  # zeroconf is imported only when the parser is built
 
     discovery.add_command(sub)

@@ -6,39 +6,36 @@ test should check a planner against; `sdnmig lime` plans the same requests from 
 """
 from __future__ import annotations
 
-import json
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
-import uuid
+from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import redis
 
-from lime_shim.app import OPS_CHANNEL
-from sdnmig.lab import (disable_ipv6, finish_host_move, ping, poll, prepare_host_move,
-                        unique_prefix, wait_roles)
+from lime_shim import client
+from sdnmig.lab import (Controllers, build_net, disable_ipv6, finish_host_move, ping, poll,
+                        prepare_host_move, rx_packets, unique_prefix, wait_roles)
 from topologies.testbeds import LimeEnsembleTopo, LimeTopo, spare_dpid
 
 OF15 = "OpenFlow13,OpenFlow14,OpenFlow15"
 SHIM_COOKIE = "0x11ae"
 ENSEMBLE = (1, 2, 3)
+PING_INTERVAL_S = 0.001
+LOSS_PINGS = 2000        # 2 s of pings: the migration starts after LEAD_PINGS of them
+LEAD_PINGS = 300
 
 
 def lime_op(inst: Any, timeout: float = 15.0, **req: Any) -> Dict[str, Any]:
     """One operation on the instance's shim, and its answer."""
     r = redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password)
-    reply = f"lime:reply:{uuid.uuid4().hex}"
-    ps = r.pubsub(ignore_subscribe_messages=True)
     try:
-        ps.subscribe(reply)
-        ps.get_message(timeout=1.0)
-        if r.publish(OPS_CHANNEL, json.dumps({**req, "reply": reply})) != 1:
-            raise RuntimeError("the shim is not listening on " + OPS_CHANNEL)
-        msg = poll(lambda: ps.get_message(timeout=0.2), timeout, f"the shim's answer to {req}")
-        return json.loads(msg["data"])
+        return client.request(r, req, timeout)
     finally:
-        ps.close()
         r.close()
 
 
@@ -59,7 +56,7 @@ def shim_flows(bridge: str) -> List[str]:
 
 # -- the testbeds -----------------------------------------------------------------------------------
 def start(controllers: Any, make_net: Callable[..., Any], ensemble: bool = False,
-          apps: tuple = ("lime", "learning"), **conf: str) -> Any:
+          apps: tuple = ("lime", "learning"), platform: str = "os_ken", **conf: str) -> Any:
     """(topo, controller instance, started net) for LimeTopo or LimeEnsembleTopo, every switch
     ours, the spares and the links to them kept from the apps."""
     topo = (LimeEnsembleTopo if ensemble else LimeTopo)(prefix=unique_prefix())
@@ -70,7 +67,7 @@ def start(controllers: Any, make_net: Callable[..., Any], ensemble: bool = False
     else:
         spares = [spare_dpid(3)]
         reserved = [f"{n}:{topo.port(f'{p}s{n}', f'{p}s3p')[0]}" for n in (1, 2)]
-    (c1,) = controllers.start(1, apps=apps, extra_conf={
+    (c1,) = controllers.start(1, apps=apps, platform=platform, extra_conf={
         "events": "lime", "lime_spares": ",".join(hex(d) for d in spares),
         "lime_reserved": ",".join(reserved), **conf})
     net = make_net(topo, [c1], protocols=OF15)
@@ -149,9 +146,119 @@ def ping_result(proc: Any, timeout: float = 120.0) -> Dict[str, int]:
     return {"sent": sent, "lost": sent - received, "dup": int(m.group(3) or 0)}
 
 
+def rx(host: Any) -> int:
+    """Packets the host received on any of its interfaces (a moved host uses its second one)."""
+    out = host.cmd("cat /sys/class/net/*-eth*/statistics/rx_packets")
+    return sum(int(x) for x in out.split())
+
+
 def running(procs: List[Any], counters: Callable[[], int], at_least: int, what: str) -> None:
     """Wait until the pings are flowing (`counters()` reached `at_least`)."""
     poll(lambda: counters() >= at_least or None, 10, what)
     for p in procs:
         if p.poll() is not None:
             raise RuntimeError(f"a ping ended early: {p.communicate()}")
+
+
+# -- whole runs (experiments/lime.py, the demo) -----------------------------------------------------
+class Bench:
+    """A fresh controller and Mininet network per run, torn down whatever happens."""
+
+    def __init__(self, ensemble: bool) -> None:
+        self.ensemble = ensemble
+
+    def __enter__(self) -> "Bench":
+        self.dir = Path(tempfile.mkdtemp(prefix="sdnmig-lime-"))
+        self.ctl = Controllers(self.dir)
+        self.nets: List[Any] = []
+
+        def make(topo: Any, insts: Any, **opts: Any) -> Any:
+            net = build_net(topo, insts, **opts)
+            self.nets.append(net)
+            return net
+        try:
+            self.topo, self.c1, self.net = start(self.ctl, make, ensemble=self.ensemble)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for net in self.nets:
+            net.stop()
+        problems = self.ctl.close()
+        if problems or exc[0] is not None:
+            print(f"lime: controller logs kept in {self.dir}", file=sys.stderr)
+            if exc[0] is None:
+                raise RuntimeError(f"controller logged an exception: {problems[0]}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def op(self, **req: Any) -> Dict[str, Any]:
+        got = lime_op(self.c1, **req)
+        if not got.get("ok"):
+            raise RuntimeError(f"{req.get('op')} refused: {got.get('error')}")
+        return got
+
+
+# -- (a) ---------------------------------------------------------------------------------------------
+def loss_run(method: str) -> Dict[str, Any]:
+    with Bench(ensemble=False) as b:
+        h1, h2 = (b.net.get(h) for h in b.topo.hosts())
+        reach_all([h1, h2])
+        req = s3_request(b.topo, b.net)
+        start = rx_packets(h2)
+        proc = ping_bg(h1, h2, LOSS_PINGS, PING_INTERVAL_S)
+        running([proc], lambda: rx_packets(h2) - start, LEAD_PINGS,
+                         "pings flowing before the migration")
+        t0 = time.monotonic()
+        if method == "lime":
+            steps = [b.op(op="clone", **req), b.op(op="retire", switch=3, instance=3)]
+        else:
+            steps = [b.op(op="freeze", **req)]
+        wall = (time.monotonic() - t0) * 1000
+        res = ping_result(proc)
+        if res["sent"] - LEAD_PINGS < wall / 1000 / PING_INTERVAL_S * 0.5:
+            raise RuntimeError(f"the pings ended before the migration did: {res}, {wall:.0f} ms")
+        return {"method": method, **res, "op_ms": sum(s["ms"] for s in steps),
+                "steps_ms": [s["ms"] for s in steps], "wall_ms": round(wall, 1)}
+
+
+# -- (c) ---------------------------------------------------------------------------------------------
+def ensemble_run() -> Dict[str, Any]:
+    with Bench(ensemble=True) as b:
+        hosts = ensemble_hosts(b.topo, b.net)
+        h1, h2, h3, h4 = hosts
+        reach_all(hosts)
+        out: Dict[str, Any] = {}
+
+        def under_pings(what: str, action: Any) -> Dict[str, Any]:
+            before = rx(h4) + rx(h3)
+            procs = [ping_bg(h1, h4, 1500, PING_INTERVAL_S),
+                     ping_bg(h2, h3, 1500, PING_INTERVAL_S)]
+            running(procs, lambda: rx(h4) + rx(h3) - before,
+                             2 * LEAD_PINGS, f"pings flowing before the {what}")
+            got = action()
+            res = [ping_result(p) for p in procs]
+            return {"ms": got["ms"], "lost": sum(r["lost"] for r in res),
+                    "dup": sum(r["dup"] for r in res), "sent": sum(r["sent"] for r in res)}
+
+        out["clone"] = under_pings("clone", lambda: b.op(
+            op="ensemble", steps=ensemble_steps(b.topo, b.net)))
+        moves = []
+        for host, peer in ((h1, h2), (h2, h3), (h3, h4), (h4, h1)):
+            proc = ping_bg(peer, host, 1000, PING_INTERVAL_S)
+            before = rx(host)
+            running([proc], lambda: rx(host) - before, LEAD_PINGS,
+                             "pings flowing before the host move")
+            got = move_host(b.c1, b.topo, b.net, host)
+            if not got["ok"]:
+                raise RuntimeError(f"move of {host.name} refused: {got['error']}")
+            moves.append({"host": host.name[len(b.topo.prefix):], "ms": got["ms"],
+                          "wall_ms": got["wall_ms"], **ping_result(proc)})
+        out["moves"] = moves
+        out["retire"] = under_pings("retire", lambda: b.op(
+            op="retire_ensemble", steps=[{"switch": i, "instance": i} for i in ENSEMBLE]))
+        out["duration_ms"] = round(out["clone"]["ms"] + sum(m["wall_ms"] for m in moves)
+                                   + out["retire"]["ms"], 1)
+        return out
