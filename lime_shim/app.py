@@ -12,6 +12,8 @@ whose `send_msg` comes here. What the shim does with each message:
 |                        | rule, barrier on every instance, then the real rule                |
 | PACKET_OUT             | split by where each output port is (translate.packet_out_plan)    |
 | BARRIER_REQUEST        | one per instance; one reply, after all (merge.Join)               |
+| FLOW/PORT/TABLE/AGGR.  | one per instance; the joined rows folded into the logical view    |
+|   stats request        | (stats.py: summed, offsets, the app's rules and ports)            |
 | anything else          | refused with a log line (not translated yet)                       |
 
 | from an instance       | to the apps                                                        |
@@ -19,8 +21,16 @@ whose `send_msg` comes here. What the shim does with each message:
 | PACKET_IN              | logical in_port, merged (merge.Dedupe); a packet a to-shim rule    |
 |                        | raised is forwarded by the shim with the new rules, not reported   |
 | FLOW_REMOVED (expiry)  | removed from the logical table; reported if the app asked          |
+| FLOW_REMOVED (any)     | a copy's final counts become its rule's offset (every copy asks)  |
 | PORT_STATUS            | reported once per logical change (merge.PortStates)               |
 | connection lost        | the logical switch goes DEAD (an instance failing is the switch)   |
+
+While a switch has several instances, a greenthread polls their flow counters every
+TIMEOUT_POLL_S and times the apps' rules out itself (timeouts.py): the rule goes everywhere and
+the app gets its FLOW_REMOVED with the summed counts. Back on one instance, the switch keeps the
+timeouts again, the hard one with what is left of it. The instances a switch gains and loses are
+seen at `reinstall`: a joining one's port and table counts are its baseline, a leaving one's are
+folded in (`instance_leaving` does it ahead, while it is still polled).
 
 Operations (clone, retire, status) arrive on the instance's own Redis, channel `lime:ops` (JSON),
 and are answered on the channel the request names; `operations.py` carries them out.
@@ -32,18 +42,20 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import redis
 
 from lime_shim import lime_ofp_event as lev
-from lime_shim import ofconv
+from lime_shim import ofconv, ofstats, stats
 from lime_shim import translate as tr
-from lime_shim.mapping import LogicalSwitch, Mapping, MappingError
+from lime_shim.mapping import Instance, LogicalSwitch, Mapping, MappingError
 from lime_shim.operations import Operations
 from lime_shim.merge import Dedupe, Join, PortStates
-from lime_shim.model import Rule, is_physical
+from lime_shim.model import OFPFF_SEND_FLOW_REM, Rule, is_physical
 from lime_shim.table import FlowMod, FlowTable
+from lime_shim.timeouts import Timeouts
 from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect
 from ryu_apps.loud import MARKER, loud
@@ -56,6 +68,10 @@ LOG = logging.getLogger("sdnmig.lime")
 BRICK_NAME = "lime_shim"
 OPS_CHANNEL = "lime:ops"
 MAP_KEY = "lime:map"
+COUNTERS_KEY = "lime:counters"
+TIMEOUT_POLL_S = 0.5    # how often migrating instances' flow counters are read
+LEAVING_WAIT_S = 5.0    # instance_leaving waits this long for the last counts
+Rows = Optional[Dict[int, List[Any]]]  # joined stats rows by instance; None: not all answered
 
 
 class LogicalDatapath:
@@ -107,12 +123,23 @@ class LimeShim(compat.RyuApp):
         self.joins: Dict[int, Join] = {}
         self.ports: Dict[int, PortStates] = {}
         self.copies: Dict[Tuple[int, int], Dict[Any, Rule]] = {}  # (pdpid, serial) -> key -> rule
+        self.ends: Dict[int, Dict[Any, Rule]] = {}   # physical dpid -> its tunnel-end rules
         self.barriers: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (pdpid, xid) -> (ldpid, xid)
         self.internal: Dict[Tuple[int, int], Callable[[bool], None]] = {}  # run when all replied
         self.busy: Set[int] = set()                  # logical switches in an operation
+        self.counters: Dict[int, stats.LogicalCounters] = {}
+        self.counters_dirty = False
+        self.timeouts: Dict[int, Timeouts] = {}      # emulated, while migrating
+        self.requests: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (pdpid, xid) -> (ldpid, xid)
+        self.stats_wait: Dict[Tuple[int, int], Callable[[Rows], None]] = {}
+        self.members: Dict[int, Dict[int, Instance]] = {}  # ldpid -> instances at last reinstall
+        self.homes: Dict[int, int] = {}              # pdpid -> ldpid (also once retired)
+        self.unpolled: Set[Tuple[int, int]] = set()  # (ldpid, pdpid): port/table rows not live
+        self.polling: Set[int] = set()
         self._load()
         self.ops = Operations(self)
         self.threads.append(compat.hub.spawn(self._listen_ops))
+        self.threads.append(compat.hub.spawn(self._poll_loop))
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
     def admit(self, msg: Any) -> bool:
@@ -130,6 +157,7 @@ class LimeShim(compat.RyuApp):
             self.tables[ls.dpid] = FlowTable()
             self.dedupe[ls.dpid], self.joins[ls.dpid] = Dedupe(), Join()
             self.ports[ls.dpid] = PortStates()
+            self.counters.setdefault(ls.dpid, stats.LogicalCounters())
         if ls.dpid not in self.ldps:
             self.ldps[ls.dpid] = LogicalDatapath(self, ls.dpid, like)
 
@@ -147,8 +175,8 @@ class LimeShim(compat.RyuApp):
         if self.phys.get(dp.id) is not dp:
             return
         del self.phys[dp.id]
-        for key in [k for k in self.copies if k[0] == dp.id]:
-            del self.copies[key]  # re-sent in full when it is back
+        self._requests_lost(dp.id)
+        self.forget(dp.id)  # re-sent in full when it is back
         ls = self.map.owner(dp.id)
         if ls is None or ls.dpid not in self.ready:
             return
@@ -189,6 +217,7 @@ class LimeShim(compat.RyuApp):
             # A new connection: what the bridge holds may be an earlier run's, or older than a
             # map change made while it was away. Start it over from the logical tables.
             self.synced[dp.id] = dp
+            self.forget(dp.id)
             dp.send_msg(ofconv.flow_delete_cookie_all(dp))
             self.reinstall(ls, only=dp.id)
         if ls.dpid in self.ready:
@@ -199,6 +228,7 @@ class LimeShim(compat.RyuApp):
         self.ready.add(ls.dpid)
         LOG.info("lime: logical switch %#x ready on %s", ls.dpid,
                  ", ".join(f"{d:#x}" for d in ls.instances))
+        self._to_apps(lev.event_for(_features(ldp)), compat.CONFIG_DISPATCHER)
         self._to_apps(lev.EventOFPStateChange(ldp), compat.MAIN_DISPATCHER)
         self._to_apps(lev.EventRoleChanged(ldp, Role.MASTER, 0, ()), None)
         for msg in ev.released:
@@ -247,6 +277,7 @@ class LimeShim(compat.RyuApp):
                                   table_id=msg.table_id, cookie=cookie,
                                   match=parser.OFPMatch(**fields), data=msg.data)
         lmsg.version, lmsg.msg_type, lmsg.xid = msg.version, msg.msg_type, msg.xid
+        lmsg.msg_len = msg.msg_len  # the same fields, so the same length
         self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     def _by_table(self, table: FlowTable, msg: Any, lport: int) -> Tuple[Any, ...]:
@@ -291,20 +322,37 @@ class LimeShim(compat.RyuApp):
     def _flow_removed(self, ev: Any) -> None:
         msg = ev.msg
         pdpid, ofp = msg.datapath.id, msg.datapath.ofproto
-        ls = self.map.owner(pdpid)
         serial = tr.serial_of(msg.cookie)
-        if ls is None or serial is None or msg.reason == ofp.OFPRR_DELETE:
+        ldpid = self.homes.get(pdpid)
+        if serial is None or ldpid is None:
+            return
+        entry = self.tables[ldpid].by_serial(serial)
+        if entry is not None and stats.same_copy(entry.rule, msg.table_id, msg.priority,
+                                                 ofconv.match_from(msg.match)):
+            self.counters[ldpid].flows.fold(serial, ofstats.removed_count(msg))
+            self.counters_dirty = True
+        ls = self.map.owner(pdpid)
+        if ls is None or msg.reason == ofp.OFPRR_DELETE:
             return
         copies = self.copies.get((pdpid, serial), {})
         copies.pop((msg.table_id, msg.priority, ofconv.match_from(msg.match)), None)
         if any(self.copies.get((d, serial)) for d in ls.instances):
             return  # another copy of the rule (another input port) is still in use
+        self._expired(ls, serial, msg.reason)
+
+    def _expired(self, ls: LogicalSwitch, serial: int, reason: int) -> None:
+        """A rule timed out (the switch's timeout, or the shim's): gone everywhere; the app
+        gets the FLOW_REMOVED it asked for, with what every copy ever counted."""
         entry = self.tables[ls.dpid].remove(serial)
         if entry is None:
             return
         self._delete_copies(ls, serial)
-        if entry.rule.flags & ofp.OFPFF_SEND_FLOW_REM:
-            lmsg = ofconv.flow_removed_to(self.ldps[ls.dpid], entry.rule, msg)
+        flows = self.counters[ls.dpid].flows
+        count = stats.total(flows, serial, {}, 2)
+        flows.forget(serial)
+        if entry.rule.flags & OFPFF_SEND_FLOW_REM:
+            lmsg = ofstats.flow_removed(self.ldps[ls.dpid], entry.rule, reason,
+                                        time.monotonic() - entry.added, count)
             self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
@@ -349,6 +397,8 @@ class LimeShim(compat.RyuApp):
                 self._app_packet_out(ls, msg)
             elif msg.msg_type == ofp.OFPT_BARRIER_REQUEST:
                 self._barrier(ls, msg.xid)
+            elif type(msg).__name__ in ofstats.KINDS:
+                self._app_stats(ls, msg)
             else:
                 LOG.error("lime: %s from an app to %#x is not translated yet: dropped",
                           type(msg).__name__, ldp.id)
@@ -360,23 +410,32 @@ class LimeShim(compat.RyuApp):
 
     def _flow_mod(self, ls: LogicalSwitch, fm: FlowMod) -> None:
         change = self.tables[ls.dpid].apply(fm, time.monotonic())
+        lc = self.counters[ls.dpid]
         for e in change.removed:
             self._delete_copies(ls, e.serial)
+            lc.flows.forget(e.serial)
         for e in change.added:
+            lc.rule_added(e.serial, e.rule)
             if ls.migrating:
                 self._two_phase(ls, e.serial, e.rule)
             else:
-                self._install(ls, e.serial, e.rule)
+                self._install(ls, e.serial, e.rule, added=e.added)
 
     def _install(self, ls: LogicalSwitch, serial: int, rule: Rule, only: Optional[int] = None,
-                 phase_one: bool = False) -> None:
+                 phase_one: bool = False, added: Optional[float] = None) -> None:
         """Bring each instance's copies of the rule to the current translation: new or changed
-        copies added (ADD replaces the same key in place), copies no longer produced deleted."""
+        copies added (ADD replaces the same key in place), copies no longer produced deleted.
+        Every copy asks for FLOW_REMOVED, so a deleted copy's counts are not lost; a switch gets
+        what is left of the hard timeout of a rule added at `added`."""
+        if added is not None and not ls.migrating and rule.hard_timeout:
+            rule = replace(rule, hard_timeout=stats.hard_left(rule.hard_timeout, added,
+                                                              time.monotonic()))
         for pdpid, inst in ls.instances.items():
             dp = self.phys.get(pdpid)
             if dp is None or (only is not None and pdpid != only):
                 continue
             rules, dropped = tr.translate(ls, inst, rule, serial, phase_one=phase_one)
+            rules = tuple(replace(r, flags=r.flags | OFPFF_SEND_FLOW_REM) for r in rules)
             if dropped:
                 LOG.info("lime: rule %d of %#x: port(s) %s not reachable from %#x", serial,
                          ls.dpid, list(dropped), pdpid)
@@ -405,7 +464,7 @@ class LimeShim(compat.RyuApp):
                 LOG.warning("lime: rule %d of %#x stays in its first half (an instance went "
                             "away); the shim forwards its packets", serial, ls.dpid)
             elif entry is not None:
-                self._install(ls, serial, entry.rule)
+                self._install(ls, serial, entry.rule, added=entry.added)
         self.internal_barrier(ls, second)
 
     def internal_barrier(self, ls: LogicalSwitch, then: Callable[[bool], None]) -> None:
@@ -440,17 +499,221 @@ class LimeShim(compat.RyuApp):
 
     def reinstall(self, ls: LogicalSwitch, only: Optional[int] = None) -> None:
         """Every rule of the logical switch, brought to the current map's translation."""
+        self._members_changed(ls)
         for pdpid, inst in ls.instances.items():
             dp = self.phys.get(pdpid)
             if dp is None or (only is not None and pdpid != only):
                 continue
-            for r in tr.tunnel_ends(ls, inst):
+            ends = tr.tunnel_ends(ls, inst)
+            adds, deletes = tr.sync(self.ends.get(pdpid, {}), ends)
+            for r in adds:
                 dp.send_msg(ofconv.flow_add_to(dp, r))
+            for r in deletes:  # a tunnel no longer used (a host moved, an instance left)
+                dp.send_msg(ofconv.flow_delete_strict(dp, r))
+            self.ends[pdpid] = {r.key: r for r in ends}
         for e in self.tables[ls.dpid].rules():
-            self._install(ls, e.serial, e.rule, only)
+            self._install(ls, e.serial, e.rule, only, added=e.added)
+
+    def forget(self, pdpid: int) -> None:
+        """What the shim believes a bridge holds, dropped: it lost its connection, or every rule
+        the shim gave it is being deleted."""
+        for key in [k for k in self.copies if k[0] == pdpid]:
+            del self.copies[key]
+        self.ends.pop(pdpid, None)
 
     def _to_apps(self, ev: Any, state: Any) -> None:
         self.send_event_to_observers(ev, state)
+
+    # -- statistics (LIME sec. 4.2) ------------------------------------------------------------------
+    def _ask(self, ldpid: int, pdpids: List[int], kind: str, then: Callable[[Rows], None]) -> None:
+        """One stats request (`ofstats.request` kind) per live instance; then(rows by instance)
+        once all answered, then(None) if one went away first."""
+        live = [d for d in pdpids if d in self.phys]
+        if not live:
+            then(None)
+            return
+        xid = self.ldps[ldpid].set_xid(_Xid())
+        self.joins[ldpid].start(xid, live)
+        self.stats_wait[(ldpid, xid)] = then
+        for pdpid in live:
+            dp = self.phys[pdpid]
+            req = ofstats.request(dp, kind)
+            self.requests[(pdpid, dp.set_xid(req))] = (ldpid, xid)
+            dp.send_msg(req)
+
+    @compat.set_ev_cls([getattr(compat.ofp_event, n) for n in ofstats.REPLIES
+                        if hasattr(compat.ofp_event, n)], compat.MAIN_DISPATCHER)
+    @loud
+    def _stats_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        key = (msg.datapath.id, msg.xid)
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        target = self.requests.get(key) if more else self.requests.pop(key, None)
+        if target is None:
+            return
+        ldpid, xid = target
+        parts = self.joins[ldpid].answer(xid, msg.datapath.id, part=msg.body, more=more)
+        then = self.stats_wait.pop((ldpid, xid), None) if parts is not None else None
+        if then is not None:
+            then({d: [row for body in bodies for row in body] for d, bodies in parts.items()})
+
+    def _requests_lost(self, pdpid: int) -> None:
+        """A connection went: the stats requests waiting for it end unanswered."""
+        for key in [k for k in self.requests if k[0] == pdpid]:
+            ldpid, xid = self.requests.pop(key)
+            self.joins[ldpid].pending.pop(xid, None)
+            then = self.stats_wait.pop((ldpid, xid), None)
+            if then is not None:
+                then(None)
+
+    def _app_stats(self, ls: LogicalSwitch, msg: Any) -> None:
+        kind = ofstats.KINDS[type(msg).__name__]
+
+        def answer(rows: Rows) -> None:
+            if rows is None:
+                LOG.warning("lime: %s %#x of %#x not answered (an instance went away)",
+                            type(msg).__name__, msg.xid, ls.dpid)
+                return
+            reply = getattr(self, f"_{kind}_reply")(ls, msg, rows)
+            self._to_apps(lev.event_for(reply), compat.MAIN_DISPATCHER)
+        self._ask(ls.dpid, list(ls.instances), kind, answer)
+
+    def _flow_reply(self, ls: LogicalSwitch, msg: Any, rows: Dict[int, List[Any]]) -> Any:
+        live = stats.flow_live({d: ofstats.flow_rows(body) for d, body in rows.items()})
+        flows, now, want = self.counters[ls.dpid].flows, time.monotonic(), ofstats.filters(msg)
+        out = [(e.rule, now - e.added, stats.total(flows, e.serial, live, 2))
+               for e in self.tables[ls.dpid].rules() if stats.selects(e.rule, *want)]
+        return ofstats.flow_reply(self.ldps[ls.dpid], msg, out)
+
+    def _live_rows(self, ls: LogicalSwitch, rows: Dict[int, List[Any]]) -> Dict[int, List[Any]]:
+        """Port and table rows of the instances whose counts are the switch's (not one that is
+        joining before its baseline is taken, nor one that is leaving)."""
+        return {d: body for d, body in rows.items() if (ls.dpid, d) not in self.unpolled}
+
+    def _port_reply(self, ls: LogicalSwitch, msg: Any, rows: Dict[int, List[Any]]) -> Any:
+        rows = self._live_rows(ls, rows)
+        live = stats.port_live(ls.instances, {d: ofstats.port_rows(b) for d, b in rows.items()})
+        ports, any_port = self.counters[ls.dpid].ports, self.ldps[ls.dpid].ofproto.OFPP_ANY
+        out = []
+        for lport in ls.ports:
+            like = self._port_row(ls, lport, rows)
+            if like is None or msg.port_no not in (any_port, lport):
+                continue
+            width = len(ofstats.port_fields([like]))
+            out.append((lport, like, stats.total(ports, lport, live, width)))
+        return ofstats.port_reply(self.ldps[ls.dpid], msg, out)
+
+    @staticmethod
+    def _port_row(ls: LogicalSwitch, lport: int, rows: Dict[int, List[Any]]) -> Any:
+        """A physical row of the logical port to copy (durations, properties): the longest lived."""
+        found = [r for d, body in rows.items() if d in ls.instances for r in body
+                 if r.port_no == ls.instances[d].local(lport)]
+        return max(found, key=lambda r: r.duration_sec, default=None)
+
+    def _table_reply(self, ls: LogicalSwitch, msg: Any, rows: Dict[int, List[Any]]) -> Any:
+        live = stats.live_by({d: ofstats.table_rows(b)
+                              for d, b in self._live_rows(ls, rows).items()})
+        tables = self.counters[ls.dpid].tables
+        active: Dict[int, int] = {}
+        for e in self.tables[ls.dpid].rules():
+            active[e.rule.table_id] = active.get(e.rule.table_id, 0) + 1
+        out = [(tid, active.get(tid, 0), stats.total(tables, tid, live, 2)) for tid in sorted(live)]
+        return ofstats.table_reply(self.ldps[ls.dpid], msg, out)
+
+    def _members_changed(self, ls: LogicalSwitch) -> None:
+        """Instances gained or lost since the last reinstall: counts folded in or out."""
+        before, now = self.members.get(ls.dpid), dict(ls.instances)
+        self.members[ls.dpid] = now
+        for pdpid in now:
+            self.homes[pdpid] = ls.dpid
+        if not ls.migrating:
+            self.timeouts.pop(ls.dpid, None)  # the switch keeps them again
+        if before is None:
+            return  # first sight (or a restart): the counts go on from the saved offsets
+        for pdpid in now.keys() - before.keys():
+            self._fold_instance(ls.dpid, now[pdpid], -1)
+        for pdpid in before.keys() - now.keys():
+            self._fold_instance(ls.dpid, before[pdpid], 1)
+
+    def _fold_instance(self, ldpid: int, inst: Instance, sign: int,
+                       done: Optional[Callable[[], None]] = None) -> None:
+        """An instance's port and table counts now, folded into the offsets (sign -1: a joining
+        instance's baseline). Its rows are not live meanwhile; a joiner's are afterwards."""
+        self.unpolled.add((ldpid, inst.dpid))
+        waiting = {"port", "table"}
+
+        def got(kind: str, rows: Rows) -> None:
+            lc = self.counters[ldpid]
+            if rows is None:
+                LOG.warning("lime: %s counts of %#x (instance of %#x) not read: counters may "
+                            "jump", kind, inst.dpid, ldpid)
+            elif kind == "port":
+                lc.fold_rows(lc.ports, stats.port_live(
+                    {inst.dpid: inst}, {d: ofstats.port_rows(b) for d, b in rows.items()}), sign)
+            else:
+                lc.fold_rows(lc.tables, stats.live_by(
+                    {d: ofstats.table_rows(b) for d, b in rows.items()}), sign)
+            waiting.discard(kind)
+            if not waiting:
+                if sign < 0:
+                    self.unpolled.discard((ldpid, inst.dpid))
+                self.save_counters()
+                if done is not None:
+                    done()
+        for kind in ("port", "table"):
+            self._ask(ldpid, [inst.dpid], kind, lambda rows, kind=kind: got(kind, rows))
+
+    def instance_leaving(self, ls: LogicalSwitch, pdpid: int) -> None:
+        """Called (from an operation's greenthread, never a handler) just before an instance
+        leaves the map: its last port and table counts become offsets, while it is still
+        connected and quiet. Its rules' counts follow by FLOW_REMOVED when they are deleted.
+        Without this call, `reinstall` does the same after the fact."""
+        inst = ls.instance(pdpid)
+        members = self.members.setdefault(ls.dpid, dict(ls.instances))
+        members.pop(pdpid, None)  # so reinstall does not fold it a second time
+        done = compat.hub.Event()
+        self._fold_instance(ls.dpid, inst, 1, done.set)
+        if not done.wait(timeout=LEAVING_WAIT_S):
+            LOG.warning("lime: last counts of %#x not read in %.0f s", pdpid, LEAVING_WAIT_S)
+
+    def _poll_loop(self) -> None:
+        """Emulated timeouts of migrating switches; the counters saved when they changed."""
+        while True:
+            compat.hub.sleep(TIMEOUT_POLL_S)
+            try:
+                for ls in list(self.map):
+                    if ls.migrating and ls.dpid in self.ready and ls.dpid not in self.polling:
+                        self.polling.add(ls.dpid)
+                        self._ask(ls.dpid, list(ls.instances), "flow",
+                                  lambda rows, ls=ls: self._timeouts_poll(ls, rows))
+                if self.counters_dirty:
+                    self.save_counters()
+            except Exception:  # noqa: BLE001 -- a dead poller would stop every emulated timeout
+                LOG.exception("%s in the LIME timeout poller", MARKER)
+
+    def _timeouts_poll(self, ls: LogicalSwitch, rows: Rows) -> None:
+        self.polling.discard(ls.dpid)
+        if rows is None or not ls.migrating or self.map.switches.get(ls.dpid) is not ls:
+            return
+        timeouts = self.timeouts.setdefault(ls.dpid, Timeouts())
+        stats.track(timeouts, self.tables[ls.dpid].rules())
+        live = stats.flow_live({d: ofstats.flow_rows(body) for d, body in rows.items()})
+        flows = self.counters[ls.dpid].flows
+        counts = {s: stats.total(flows, s, live, 2)[0] for s in timeouts.rules}
+        for serial, reason in timeouts.poll(time.monotonic(), counts):
+            LOG.info("lime: rule %d of %#x timed out by the shim (%s)", serial, ls.dpid,
+                     "idle" if reason == 0 else "hard")
+            self._expired(ls, serial, reason)
+
+    def save_counters(self) -> None:
+        self.counters_dirty = False
+        doc = {str(d): lc.to_doc({e.serial: e.rule for e in self.tables[d].rules()})
+               for d, lc in self.counters.items() if d in self.tables}
+        try:
+            self.redis.set(COUNTERS_KEY, json.dumps(doc))
+        except redis.RedisError as e:
+            self.counters_dirty = True
+            LOG.error("lime: counters not saved: %s", e)
 
     # -- operations ---------------------------------------------------------------------------------
     def _listen_ops(self) -> None:
@@ -481,7 +744,16 @@ class LimeShim(compat.RyuApp):
 
     def _load(self) -> None:
         """The map and the clone links of the previous run: a migration a crash interrupted can
-        be finished (retire) or rolled back (retire the clone) after the restart."""
+        be finished (retire) or rolled back (retire the clone) after the restart. And the
+        counters' offsets, so that what apps read does not go back."""
+        try:
+            raw = self.redis.get(COUNTERS_KEY)
+            if raw is not None:
+                self.counters = {int(k): stats.LogicalCounters.from_doc(v)
+                                 for k, v in json.loads(raw).items()}
+        except (redis.RedisError, ValueError, TypeError, AttributeError) as e:
+            LOG.error("lime: saved counters not loaded (%s): counting from the switches", e)
+            self.counters = {}
         try:
             raw = self.redis.get(MAP_KEY)
             if raw is None:
@@ -502,6 +774,17 @@ class LimeShim(compat.RyuApp):
                                                 "links": self.links}))
         except redis.RedisError as e:
             LOG.error("lime: map not saved: %s", e)
+
+
+def _features(ldp: LogicalDatapath) -> Any:
+    """The SWITCH_FEATURES a platform app sees before the switch's MAIN state (Ryu's handshake),
+    where apps such as Ryu's simple_switch_13 install their table-miss rule. No buffers: the
+    shim reports whole packets."""
+    ofp = ldp.ofproto
+    msg = ldp.ofproto_parser.OFPSwitchFeatures(ldp, datapath_id=ldp.id, n_buffers=0,
+                                               n_tables=254, auxiliary_id=0, capabilities=0)
+    msg.version, msg.msg_type, msg.xid = ofp.OFP_VERSION, ofp.OFPT_FEATURES_REPLY, 0
+    return msg
 
 
 class _Xid:

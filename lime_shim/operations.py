@@ -22,8 +22,9 @@ step fails, so a refused operation leaves the map, the rules and the neighbours 
 |            | neighbours drop the input from I; a port down only on I is up                  |
 | retire_ensemble | several retires, all checked first, one quiet moment for all              |
 | freeze     | the baseline LIME is measured against (freeze and copy): S stops forwarding   |
-|            | (its rules deleted), S' takes every rule as the only instance, a barrier, then |
-|            | the neighbours' outputs are moved (break before make)                          |
+|            | (a drop-all rule above the others, confirmed by a barrier), its final counters |
+|            | are read, its rules deleted; S' takes every rule as the only instance, a       |
+|            | barrier, then the neighbours' outputs are moved (break before make)            |
 | status     | each logical switch's instances and recorded links                             |
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 from lime_shim import ofconv
 from lime_shim.mapping import (VID_MAX, VID_MIN, Instance, Local, LogicalSwitch, Mapping,
                                MappingError, Tunnel)
-from lime_shim.model import is_physical
+from lime_shim.model import Rule, is_physical
+from lime_shim.translate import TUNNEL_COOKIE, TUNNEL_PRIORITY
 from sdnmig import compat
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 BARRIER_TIMEOUT_S = 5.0
 RETIRE_QUIET_S = 0.2  # packets already inside the instance being retired get out
 Move = Tuple[LogicalSwitch, int, int]  # neighbour, its logical port toward the switch, new port
+FREEZE = Rule(TUNNEL_PRIORITY, (), (), cookie=TUNNEL_COOKIE)  # above every rule: drop all
 
 
 class Operations:
@@ -301,6 +304,7 @@ class Operations:
                 shim.reinstall(n)
         compat.hub.sleep(RETIRE_QUIET_S)
         for ls, pdpid in steps:
+            shim.instance_leaving(ls, pdpid)  # its last counts, now that it is quiet
             self._drop_instance(ls, pdpid)  # the rest back in the one-instance form
             for ndpid, nport, old, new, onto in shim.links.pop(ls.dpid, []):
                 n = shim.map.logical(ndpid)
@@ -316,16 +320,26 @@ class Operations:
 
     # -- the baseline -------------------------------------------------------------------------------
     def freeze(self, ls: LogicalSwitch, inst: Instance, moves: List[Move]) -> None:
-        """Freeze and copy: what LIME is compared with. Traffic through S is lost from the
-        moment S stops until the neighbours send to S'."""
+        """Freeze and copy (LIME sec. 2.2): what LIME is compared with. S stops forwarding, its
+        final state is read, its rules are copied to S', and S' starts as the neighbours switch
+        over. Traffic through S is lost from the freeze until the neighbours send to S'."""
         shim = self.shim
         if any(isinstance(p, Tunnel) for p in inst.out.values()):
             raise ValueError("freeze and copy moves the whole switch at once: every port of it "
                              "must be local on the target (no tunnels)")
         before = dict(ls.instances)
         (old,) = before
+        dp = shim.phys.get(old)
+        if dp is None:
+            raise ValueError(f"{old:#x} is not connected: nothing to freeze")
+        dp.send_msg(ofconv.flow_add_to(dp, FREEZE))
+        if not self._barrier(ls):
+            self._stop(old)
+            shim.reinstall(ls)
+            raise ValueError(f"{old:#x} did not confirm the freeze: left as it was")
+        shim.instance_leaving(ls, old)  # the final state: its counters, while it is frozen
         self._stop(old)
-        ls.instances = {inst.dpid: inst}  # copy: S' holds the switch alone (checked by the caller)
+        ls.instances = {inst.dpid: inst}  # S' holds the switch alone (checked by the caller)
         shim.reinstall(ls)
         if not self._barrier(ls):
             self._stop(inst.dpid)
@@ -343,12 +357,10 @@ class Operations:
             shim.map.set_instance(n.dpid, Instance(n.dpid, out, ins))
             shim.reinstall(n)
 
-
     def _stop(self, pdpid: int) -> None:
         """Every rule the shim gave the bridge deleted, and forgotten."""
         shim = self.shim
-        for key in [k for k in shim.copies if k[0] == pdpid]:
-            del shim.copies[key]
+        shim.forget(pdpid)
         dp = shim.phys.get(pdpid)
         if dp is not None:
             dp.send_msg(ofconv.flow_delete_cookie_all(dp))

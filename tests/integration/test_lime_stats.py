@@ -1,0 +1,130 @@
+"""The LIME shim answers statistics, barriers and timeouts as one switch while s3 has two
+instances: a probe app (ryu_apps.limeprobe) asks the logical switch s3 and reports back."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from typing import Any, Dict
+
+import redis
+
+from ryu_apps.limeprobe import BARRIERS, CHANNEL, REMOVED
+from sdnmig import lime_lab
+from sdnmig.lab import ping, poll
+from sdnmig.lime_lab import OF15, lime_op, port_of
+from topologies.testbeds import spare_dpid
+
+PROBE = "ryu_apps.limeprobe"
+TUNNEL = "0x11aeffffffffffff"  # tunnel ends: the shim's rules, no app's
+
+
+def start(controllers, mininet, idle: int = 0):
+    return lime_lab.start(controllers, mininet, apps=("lime", "learning", PROBE),
+                          flow_idle_timeout=str(idle))
+
+
+def _redis(inst: Any) -> redis.Redis:
+    return redis.Redis(host=inst.host, port=inst.redis_port, password=inst.redis_password)
+
+
+def probe(inst: Any, timeout: float = 10.0, **req: Any) -> Dict[str, Any]:
+    r = _redis(inst)
+    reply = f"lime:probe:reply:{uuid.uuid4().hex}"
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(reply)
+    ps.get_message(timeout=1.0)
+    assert r.publish(CHANNEL, json.dumps({"switch": 3, **req, "reply": reply})) == 1
+    msg = poll(lambda: ps.get_message(timeout=0.2), timeout, f"the probe's answer to {req}")
+    ps.close()
+    return json.loads(msg["data"])
+
+
+def bridge_packets(bridge: str) -> int:
+    """Packets counted by the app rules' copies on a bridge (the shim's tunnel rules left out)."""
+    out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge], check=True,
+                         capture_output=True, text=True).stdout
+    return sum(int(m.group(1)) for ln in out.splitlines()
+               if "cookie=0x11ae" in ln and TUNNEL not in ln
+               for m in [re.search(r"n_packets=(\d+)", ln)] if m)
+
+
+def clone_s3(net, topo, c1):
+    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
+    s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
+    ports = {port_of(net, s3, s1): port_of(net, s3p, s1), port_of(net, s3, s2): port_of(net, s3p, s2)}
+    neighbours = [[1, port_of(net, s1, s3), port_of(net, s1, s3p)],
+                  [2, port_of(net, s2, s3), port_of(net, s2, s3p)]]
+    got = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports, neighbours=neighbours)
+    assert got["ok"], got
+    return s3, s3p
+
+
+def flow_total(c1) -> int:
+    return sum(r["packets"] for r in probe(c1, op="flow")["body"])
+
+
+def test_counters_are_summed_over_instances_and_never_go_back_after_a_retire(controllers, mininet):
+    topo, c1, net = start(controllers, mininet)
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    s3, s3p = clone_s3(net, topo, c1)
+    assert ping(h1, h2, count=20, interval=0.02)["received"] == 20
+    both = poll(lambda: (lambda t, b: t if t == b else None)(
+        flow_total(c1), bridge_packets(s3) + bridge_packets(s3p)), 5,
+        "the logical counts equal the sum of both instances'")
+    assert both > 0
+    agg = probe(c1, op="aggregate")["body"]
+    assert agg["packets"] == both and agg["flows"] == len(probe(c1, op="flow")["body"])
+    assert probe(c1, op="flow", table_id=1)["body"] == []
+    ports_before = probe(c1, op="port")["body"]
+    old = bridge_packets(s3)
+    assert lime_op(c1, op="retire", switch=3, instance=3)["ok"]
+    # s3's copies are gone; what they counted stays in the logical counters.
+    poll(lambda: flow_total(c1) == old + bridge_packets(s3p) or None, 5,
+         "the retired instance's counts kept as offsets")
+    assert ping(h1, h2, count=10, interval=0.02)["received"] == 10
+    # OVS's revalidators push datapath counts to the flow table every ~0.5 s: poll for the pings.
+    poll(lambda: (lambda t: t > both and t == old + bridge_packets(s3p))(flow_total(c1)) or None,
+         5, "counts going on through s3p")
+    ports_after = probe(c1, op="port")["body"]
+    for port, (rx, tx) in ports_before.items():
+        assert ports_after[port][0] >= rx and ports_after[port][1] >= tx, (ports_before, ports_after)
+    saved = json.loads(_redis(c1).get("lime:counters"))
+    assert saved["3"]["ports"], saved
+
+
+def test_a_barrier_during_a_clone_is_answered_once_after_both_instances(controllers, mininet):
+    topo, c1, net = start(controllers, mininet)
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    s3, s3p = clone_s3(net, topo, c1)
+    assert probe(c1, op="add", priority=7, eth_type=0x88B5)["ok"]
+    first = probe(c1, op="barrier")
+    for bridge in (s3, s3p):  # the rule sent before the barrier is on both instances
+        out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge, "dl_type=0x88b5"],
+                             check=True, capture_output=True, text=True).stdout
+        assert "priority=7" in out, (bridge, out)
+    second = probe(c1, op="barrier")  # answered after both instances answered the first
+    xids = [json.loads(x) for x in _redis(c1).lrange(BARRIERS, 0, -1)]
+    assert xids.count(first["xid"]) == 1 and xids.count(second["xid"]) == 1, xids
+
+
+def test_an_idle_timeout_expires_during_a_migration_and_the_app_hears_once(controllers, mininet):
+    topo, c1, net = start(controllers, mininet, idle=2)
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    s3, s3p = clone_s3(net, topo, c1)
+    assert probe(c1, op="add", priority=7, eth_type=0x88B5, idle=2)["ok"]
+    r = _redis(c1)
+    got = poll(lambda: r.lrange(REMOVED, 0, -1) or None, 10, "the probe's rule timing out")
+    # The learnt rules (idle 2 s, no FLOW_REMOVED asked) go too, from both instances.
+    poll(lambda: {x["priority"] for x in probe(c1, op="flow")["body"]} == {0} or None, 10,
+         "the learnt rules timing out on both instances")
+    for bridge in (s3, s3p):
+        assert "priority=10," not in subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge],
+                                                    capture_output=True, text=True).stdout
+    assert probe(c1, op="barrier")  # anything pending has been delivered by now
+    got = [json.loads(x) for x in r.lrange(REMOVED, 0, -1)]
+    assert len(got) == 1 and got[0]["priority"] == 7 and got[0]["reason"] == 0, got
