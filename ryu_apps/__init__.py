@@ -9,4 +9,5 @@ APPS = {
     "roles": "ryu_apps.roles.app",
     "erc": "ryu_apps.erc.app",
     "lime": "lime_shim.app",
+    "simple_switch_13": "ryu_apps.hosted.simple_switch_13",
 }
