@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -33,110 +31,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiments import common  # noqa: E402
-from sdnmig import lab, lime_lab  # noqa: E402
+from sdnmig import lime_lab  # noqa: E402
 
 NAME = "lime"
-PING_INTERVAL_S = 0.001
-LOSS_PINGS = 2000        # 2 s of pings: the migration starts after LEAD_PINGS of them
-LEAD_PINGS = 300
-
-
-class Bench:
-    """A fresh controller and Mininet network per run, torn down whatever happens."""
-
-    def __init__(self, ensemble: bool) -> None:
-        self.ensemble = ensemble
-
-    def __enter__(self) -> "Bench":
-        self.ctl = lab.Controllers(Path(tempfile.mkdtemp(prefix="sdnmig-lime-")))
-        self.nets: List[Any] = []
-
-        def make(topo: Any, insts: Any, **opts: Any) -> Any:
-            net = lab.build_net(topo, insts, **opts)
-            self.nets.append(net)
-            return net
-        try:
-            self.topo, self.c1, self.net = lime_lab.start(self.ctl, make, ensemble=self.ensemble)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for net in self.nets:
-            net.stop()
-        problems = self.ctl.close()
-        if problems and exc[0] is None:
-            raise RuntimeError(f"controller logged an exception: {problems[0]}")
-
-    def op(self, **req: Any) -> Dict[str, Any]:
-        got = lime_lab.lime_op(self.c1, **req)
-        if not got.get("ok"):
-            raise RuntimeError(f"{req.get('op')} refused: {got.get('error')}")
-        return got
-
-
-# -- (a) ---------------------------------------------------------------------------------------------
-def loss_run(method: str) -> Dict[str, Any]:
-    with Bench(ensemble=False) as b:
-        h1, h2 = (b.net.get(h) for h in b.topo.hosts())
-        lime_lab.reach_all([h1, h2])
-        req = lime_lab.s3_request(b.topo, b.net)
-        start = lab.rx_packets(h2)
-        proc = lime_lab.ping_bg(h1, h2, LOSS_PINGS, PING_INTERVAL_S)
-        lime_lab.running([proc], lambda: lab.rx_packets(h2) - start, LEAD_PINGS,
-                         "pings flowing before the migration")
-        t0 = time.monotonic()
-        if method == "lime":
-            steps = [b.op(op="clone", **req), b.op(op="retire", switch=3, instance=3)]
-        else:
-            steps = [b.op(op="freeze", **req)]
-        wall = (time.monotonic() - t0) * 1000
-        res = lime_lab.ping_result(proc)
-        if res["sent"] - LEAD_PINGS < wall / 1000 / PING_INTERVAL_S * 0.5:
-            raise RuntimeError(f"the pings ended before the migration did: {res}, {wall:.0f} ms")
-        return {"method": method, **res, "op_ms": sum(s["ms"] for s in steps),
-                "steps_ms": [s["ms"] for s in steps], "wall_ms": round(wall, 1)}
-
-
-# -- (c) ---------------------------------------------------------------------------------------------
-def ensemble_run() -> Dict[str, Any]:
-    with Bench(ensemble=True) as b:
-        hosts = lime_lab.ensemble_hosts(b.topo, b.net)
-        h1, h2, h3, h4 = hosts
-        lime_lab.reach_all(hosts)
-        out: Dict[str, Any] = {}
-
-        def under_pings(what: str, action: Any) -> Dict[str, Any]:
-            before = lab.rx_packets(h4) + lab.rx_packets(h3)
-            procs = [lime_lab.ping_bg(h1, h4, 1500, PING_INTERVAL_S),
-                     lime_lab.ping_bg(h2, h3, 1500, PING_INTERVAL_S)]
-            lime_lab.running(procs, lambda: lab.rx_packets(h4) + lab.rx_packets(h3) - before,
-                             2 * LEAD_PINGS, f"pings flowing before the {what}")
-            got = action()
-            res = [lime_lab.ping_result(p) for p in procs]
-            return {"ms": got["ms"], "lost": sum(r["lost"] for r in res),
-                    "dup": sum(r["dup"] for r in res), "sent": sum(r["sent"] for r in res)}
-
-        out["clone"] = under_pings("clone", lambda: b.op(
-            op="ensemble", steps=lime_lab.ensemble_steps(b.topo, b.net)))
-        moves = []
-        for host, peer in ((h1, h2), (h2, h3), (h3, h4), (h4, h1)):
-            proc = lime_lab.ping_bg(peer, host, 1000, PING_INTERVAL_S)
-            before = lab.rx_packets(host)
-            lime_lab.running([proc], lambda: lab.rx_packets(host) - before, LEAD_PINGS,
-                             "pings flowing before the host move")
-            got = lime_lab.move_host(b.c1, b.topo, b.net, host)
-            if not got["ok"]:
-                raise RuntimeError(f"move of {host.name} refused: {got['error']}")
-            moves.append({"host": host.name[len(b.topo.prefix):], "ms": got["ms"],
-                          "wall_ms": got["wall_ms"], **lime_lab.ping_result(proc)})
-        out["moves"] = moves
-        out["retire"] = under_pings("retire", lambda: b.op(
-            op="retire_ensemble", steps=[{"switch": i, "instance": i} for i in lime_lab.ENSEMBLE]))
-        out["duration_ms"] = round(out["clone"]["ms"] + sum(m["wall_ms"] for m in moves)
-                                   + out["retire"]["ms"], 1)
-        return out
+PING_INTERVAL_S, LOSS_PINGS, LEAD_PINGS = (lime_lab.PING_INTERVAL_S, lime_lab.LOSS_PINGS,
+                                           lime_lab.LEAD_PINGS)
 
 
 # -- (b) ---------------------------------------------------------------------------------------------
@@ -165,7 +64,7 @@ def main(argv: Any = None) -> int:
     runs: List[Dict[str, Any]] = []
     for part, what in plan:
         progress.start(f"({part}) {what}")
-        run = loss_run(what) if part == "a" else ensemble_run()
+        run = lime_lab.loss_run(what) if part == "a" else lime_lab.ensemble_run()
         runs.append({"part": part, **run})
         if part == "a":
             progress.finish(f"{what}: lost {run['lost']} of {run['sent']}, dup {run['dup']}, "

@@ -17,6 +17,18 @@ Design
   controller may release a buffered packet, counts too), so answers are matched exactly; unmatched
   ones are counted as stray, and a packet-in unanswered for `lost_after_s` is written off as lost
   and replaced (so one dropped packet cannot shrink the window for good).
+* **No-buffer mode** (`--no-buffer`). For a controller (or a shim such as LIME's) that wants
+  whole packets: packet-ins carry OFP_NO_BUFFER and the frame carries a per-packet id (4 bytes
+  right after the EtherType, `FRAME_ID_AT`); a PACKET_OUT answers the packet-in whose id its data
+  carries (a VLAN tag in front of the EtherType is skipped). FLOW_MODs then answer nothing (they
+  hold no buffer); the PACKET_OUT that follows them does. Both modes accept both kinds of answer.
+* **Ports and spares.** With `ports`, a switch describes its host ports and one link port
+  (`link_port`, hosts+1) in the port-description reply (a shim maps logical ports from it).
+  With `spares`, each switch d has an idle spare, dpid `spare_dpid(d)`: it does the handshake,
+  answers barriers and takes flow mods and packet-outs (counted apart), but sends no packet-ins.
+  A `setup` coroutine given to `drive` runs after every handshake and before any packet-in (e.g.
+  asking a LIME shim to clone every switch onto its spare); then the windows open, the warm-up
+  begins, and the setup's result goes into the record.
 * **Clock.** Answers are counted per switch and per second of the measured window (after the
   warm-up). The raw per-second samples go to the JSON file; the headline is the median second.
 * **Fence.** A platform drops packet-ins that arrive before it has finished its own handshake
@@ -57,7 +69,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -103,6 +115,11 @@ ROLE_MASTER, ROLE_SLAVE = OFP.OFPCR_ROLE_MASTER, OFP.OFPCR_ROLE_SLAVE
 FENCE_XID = 0x0FBE0001
 ETHERTYPE = 0x88B5  # IEEE "local experimental": nobody parses beyond the MACs
 FRAME_LEN = 60  # minimum Ethernet frame without FCS
+FRAME_ID_AT = 14  # no-buffer mode: the packet's id, right after the EtherType (our own payload)
+FRAME_ID = struct.Struct("!I")
+VLAN_TPIDS = (b"\x81\x00", b"\x88\xa8")  # a tag in front of the EtherType: skip its 4 bytes
+PORT_BODY = struct.Struct(OFP.OFP_PORT_PACK_STR)
+SPARE_DPID_BASE = 0x100  # as topologies.testbeds.spare_dpid: spare of d is 0x100 + d
 HANDSHAKE_TIMEOUT_S = 20.0
 PORT_DESC_GRACE_S = 2.0  # start anyway if a controller never asks for port descriptions
 GENERATOR_CPU, CONTROLLER_CPU = 0, 1
@@ -124,12 +141,17 @@ class Params:
     warmup_s: float = 2.0
     duration_s: int = 10
     lost_after_s: float = 2.0
+    no_buffer: bool = False  # packet-ins carry OFP_NO_BUFFER and an id inside the frame
+    ports: bool = False      # describe host ports and the link port (not an empty list)
+    spares: bool = False     # one idle spare switch per switch (implies ports)
 
     def check(self) -> None:
         if self.switches < 1 or self.window < 1 or self.duration_s < 1 or self.warmup_s < 0:
             raise ValueError("switches, window and duration must be at least 1, warm-up >= 0")
-        if not 2 <= self.hosts <= 0xFFFF or self.switches > 0xFFFF:
-            raise ValueError("hosts must be 2..65535 and switches at most 65535")
+        if not 2 <= self.hosts <= 0xFFFE or self.switches > 0xFFFF:
+            raise ValueError("hosts must be 2..65534 and switches at most 65535")
+        if self.spares and self.switches >= SPARE_DPID_BASE:
+            raise ValueError(f"with spares, at most {SPARE_DPID_BASE - 1} switches")
 
 
 # -- message building (platform classes and formats only) ---------------------------------------
@@ -167,9 +189,31 @@ def host_port(host: int) -> int:
     return host + 1
 
 
-def ethernet_frame(dst: bytes, src: bytes) -> bytes:
+def link_port(hosts: int) -> int:
+    """The one port that is not a host's (a shim's tunnels to the spare go through it)."""
+    return hosts + 1
+
+
+def spare_dpid(dpid: int) -> int:
+    return SPARE_DPID_BASE + dpid
+
+
+def ethernet_frame(dst: bytes, src: bytes, frame_id: Optional[int] = None) -> bytes:
+    """A minimum frame; `frame_id` (no-buffer mode) goes at FRAME_ID_AT, else the payload is 0."""
     head = dst + src + ETHERTYPE.to_bytes(2, "big")
+    if frame_id is not None:
+        head += FRAME_ID.pack(frame_id)
     return head + bytes(FRAME_LEN - len(head))
+
+
+def frame_id_of(buf: Any, start: int, end: int) -> Optional[int]:
+    """The id in a frame at buf[start:end] (None if too short); a VLAN tag is skipped."""
+    at = start + FRAME_ID_AT
+    if bytes(buf[start + 12:start + 14]) in VLAN_TPIDS:
+        at += 4
+    if at + FRAME_ID.size > end:
+        return None
+    return FRAME_ID.unpack_from(buf, at)[0]
 
 
 def packet_in(xid: int, buffer_id: int, in_port: int, frame: bytes) -> bytes:
@@ -191,9 +235,14 @@ def features_reply(xid: int, dpid: int, n_buffers: int = 256, n_tables: int = 25
     return switch_message(PARSER.OFPSwitchFeatures, body, xid)
 
 
-def port_desc_reply(xid: int) -> bytes:
-    """An empty port list: the learning app never asks which ports exist."""
+def port_desc_reply(xid: int, ports: Sequence[int] = (), dpid: int = 0) -> bytes:
+    """The ports, up, 10 Gb/s copper (default: none; the learning app never asks which exist)."""
     body = struct.pack(OFP.OFP_MULTIPART_REPLY_PACK_STR, OFP.OFPMP_PORT_DESC, 0)
+    speed = OFP.OFPPF_10GB_FD | OFP.OFPPF_COPPER
+    for no in ports:
+        mac = bytes((0x02, 0xFE, dpid >> 8 & 0xFF, dpid & 0xFF, no >> 8 & 0xFF, no & 0xFF))
+        body += PORT_BODY.pack(no, mac, f"ofb{dpid:x}-{no}".encode()[:15], 0, OFP.OFPPS_LIVE,
+                               speed, speed, speed, 0, 10_000_000, 10_000_000)
     return switch_message(PARSER.OFPPortDescStatsReply, body, xid)
 
 
@@ -253,17 +302,20 @@ class PacketInLayout:
     buffer_id: int
     eth_dst: int
     length: int
+    frame_id: int  # no-buffer mode's packet id inside the frame
 
     @staticmethod
     @functools.lru_cache(maxsize=None)
     def find() -> "PacketInLayout":
-        src = host_mac(0, 0)
-        frame = ethernet_frame(host_mac(0, 1), src)
+        src, dst = host_mac(0, 0), host_mac(0, 1)
+        frame = ethernet_frame(dst, src)
         return PacketInLayout(
             xid=field_offset(lambda v: packet_in(_u32(v), 7, 1, frame), 4),
             buffer_id=field_offset(lambda v: packet_in(0, _u32(v), 1, frame), 4),
             eth_dst=field_offset(lambda v: packet_in(0, 7, 1, ethernet_frame(v, src)), 6),
-            length=len(packet_in(0, 7, 1, frame)))
+            length=len(packet_in(0, 7, 1, frame)),
+            frame_id=field_offset(lambda v: packet_in(0, 7, 1, ethernet_frame(dst, src, _u32(v))),
+                                  4))
 
 
 def traffic_pair(seq: int, hosts: int) -> Tuple[int, int]:
@@ -278,35 +330,45 @@ class PacketInFactory:
 
     Speed: the platform's encoder costs tens of microseconds a message, so one template per
     source host is serialised with it once (in_port, source MAC fixed); each packet-in is then a
-    copy with xid, buffer_id and destination MAC patched in with struct.
+    copy with xid, buffer_id and destination MAC patched in with struct. With `no_buffer` the
+    templates carry OFP_NO_BUFFER and the id goes into the frame instead (`FRAME_ID_AT`).
     """
 
-    def __init__(self, switch: int, hosts: int) -> None:
+    def __init__(self, switch: int, hosts: int, no_buffer: bool = False) -> None:
         if hosts < 2:
             raise ValueError("need at least two hosts per switch")
         self.hosts = hosts
+        self.no_buffer = no_buffer
         self.macs = [host_mac(switch, h) for h in range(hosts)]
         self.layout = lay = PacketInLayout.find()
         if lay.buffer_id != lay.xid + 4:
             raise ValueError("xid and buffer_id are not adjacent in this platform's PACKET_IN")
-        self.templates = [packet_in(0, 0, host_port(h), ethernet_frame(bytes(6), self.macs[h]))
+        bid = NO_BUFFER if no_buffer else 0
+        self.templates = [packet_in(0, bid, host_port(h),
+                                    ethernet_frame(bytes(6), self.macs[h], 0 if no_buffer else None))
                           for h in range(hosts)]
         self.seq = 0
         self._ids = struct.Struct("!II")
 
-    def batch(self, buffer_ids: Sequence[int]) -> bytearray:
-        """Consecutive packet-ins, one per buffer id (xid = buffer id), in one buffer."""
+    def batch(self, ids: Sequence[int]) -> bytearray:
+        """Consecutive packet-ins, one per id (xid = id = the buffer id, or in no-buffer mode
+        the frame's id), in one buffer."""
         lay, n, macs, tmpl = self.layout, self.hosts, self.macs, self.templates
-        size, xid_at, dst_at = lay.length, lay.xid, lay.eth_dst
-        pack_ids = self._ids.pack_into
-        out = bytearray(size * len(buffer_ids))
+        size, xid_at, dst_at, fid_at = lay.length, lay.xid, lay.eth_dst, lay.frame_id
+        pack_ids, pack_one = self._ids.pack_into, FRAME_ID.pack_into
+        no_buffer = self.no_buffer
+        out = bytearray(size * len(ids))
         pos, seq = 0, self.seq
-        for bid in buffer_ids:
+        for pid in ids:
             src = seq % n
             dst = (src + 1 + (seq // n) % (n - 1)) % n  # = traffic_pair(seq, n), inlined
             seq += 1
             out[pos:pos + size] = tmpl[src]
-            pack_ids(out, pos + xid_at, bid, bid)
+            if no_buffer:
+                pack_one(out, pos + xid_at, pid)
+                pack_one(out, pos + fid_at, pid)
+            else:
+                pack_ids(out, pos + xid_at, pid, pid)
             out[pos + dst_at:pos + dst_at + 6] = macs[dst]
             pos += size
         self.seq = seq
@@ -383,6 +445,12 @@ def answered_buffer_id(msg_type: int, buf: Any, off: int) -> Optional[int]:
     return None
 
 
+def packet_out_data_id(buf: Any, off: int, mlen: int) -> Optional[int]:
+    """The frame id of the data a PACKET_OUT at buf[off:off+mlen] carries (None: no data)."""
+    actions_len = PACKET_OUT_BODY.unpack_from(buf, off + HEADER_SIZE)[2]
+    return frame_id_of(buf, off + OFP.OFP_PACKET_OUT_SIZE + actions_len, off + mlen)
+
+
 def split_messages(buf: bytearray) -> Tuple[List[Tuple[int, int, int]], int]:
     """Complete messages at the start of buf as (type, offset, length), and bytes consumed.
     Raises ValueError on a length below the header size (the stream cannot be resynchronised)."""
@@ -437,21 +505,26 @@ def decode_multipart_request(raw: bytes) -> Tuple[int, int, int]:
 # -- the emulated switch --------------------------------------------------------------------------
 
 class EmulatedSwitch(asyncio.Protocol):
-    """One OpenFlow 1.3 switch: answers the handshake, then keeps `window` packet-ins in flight."""
+    """One OpenFlow 1.3 switch: answers the handshake, then keeps `window` packet-ins in flight.
+    A `spare` only answers (no packet-ins): what it is sent is counted, not matched."""
 
-    def __init__(self, index: int, params: Params) -> None:
+    def __init__(self, index: int, params: Params, spare: bool = False) -> None:
         self.index = index
-        self.dpid = index + 1
+        self.spare = spare
+        self.dpid = spare_dpid(index + 1) if spare else index + 1
         self.params = params
-        self.factory = PacketInFactory(index, params.hosts)
+        self.ports: Tuple[int, ...] = tuple(range(1, link_port(params.hosts) + 1)) \
+            if params.ports or params.spares else ()
+        self.factory = PacketInFactory(index, params.hosts, params.no_buffer)
         self.book = Outstanding()
         self.buckets = Buckets(params.duration_s)
         self.role = RoleState()
         self.transport: Optional[asyncio.Transport] = None
         self.rx = bytearray()
-        self.ready = False  # window started
+        self.ready = False  # handshake done (window started unless held)
+        self.held = False  # a setup runs first: the window starts on release()
         self.closed: Optional[str] = None
-        self.sent = self.stray = self.flow_mods = self.lost = 0
+        self.sent = self.stray = self.flow_mods = self.lost = self.packet_outs = 0
         self.other: Dict[str, int] = {}
         self.errors: List[str] = []
         self._fence_sent = False
@@ -485,7 +558,11 @@ class EmulatedSwitch(asyncio.Protocol):
             if end - off < mlen:
                 break
             if mtype == T_PACKET_OUT:
-                if sent.pop(po_unpack(rx, off + HEADER_SIZE)[0], None) is not None:
+                self.packet_outs += 1
+                bid = po_unpack(rx, off + HEADER_SIZE)[0]
+                if bid == NO_BUFFER:  # whole packet: its id is in the frame
+                    bid = packet_out_data_id(rx, off, mlen)
+                if sent.pop(bid, None) is not None:
                     answered += 1
                 else:
                     self.stray += 1
@@ -525,7 +602,15 @@ class EmulatedSwitch(asyncio.Protocol):
         self.ready = True
         if self._grace:
             self._grace.cancel()
-        self._send_packet_ins(self.params.window, self._loop.time())
+        if not self.spare and not self.held:
+            self._send_packet_ins(self.params.window, self._loop.time())
+
+    def release(self) -> None:
+        """The setup is done: start the window (now, or when the handshake ends)."""
+        if self.held:
+            self.held = False
+            if self.ready and not self.spare:
+                self._send_packet_ins(self.params.window, self._loop.time())
 
     def expire(self, now: float) -> None:
         """Replace packet-ins the controller has not answered for lost_after_s."""
@@ -568,7 +653,7 @@ class EmulatedSwitch(asyncio.Protocol):
         elif mtype == T_MULTIPART_REQUEST:
             _, mp_type, _ = decode_multipart_request(raw)
             if mp_type == OFP.OFPMP_PORT_DESC:
-                self._write(port_desc_reply(xid))
+                self._write(port_desc_reply(xid, self.ports, self.dpid))
                 self._send_fence()
             else:
                 self._write(error_msg(xid, OFP.OFPET_BAD_REQUEST, OFP.OFPBRC_BAD_MULTIPART, raw))
@@ -596,30 +681,41 @@ class EmulatedSwitch(asyncio.Protocol):
             self.other[key] = self.other.get(key, 0) + 1
 
 
+Setup = Callable[[List["EmulatedSwitch"], List["EmulatedSwitch"]], Awaitable[Dict[str, Any]]]
+
+
 async def drive(host: str, port: int, params: Params,
-                pids: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
-    """Connect the switches, wait for every handshake, warm up, measure; returns raw counts
-    (and the CPU use of `pids` and of this process over the measured window)."""
+                pids: Optional[Dict[str, int]] = None,
+                setup: Optional[Setup] = None) -> Dict[str, Any]:
+    """Connect the switches (and spares), wait for every handshake, run `setup(switches,
+    spares)` if given (its result is recorded), warm up, measure; returns raw counts (and the
+    CPU use of `pids` and of this process over the measured window)."""
     loop = asyncio.get_running_loop()
     cpu = common.CpuSampler(dict(pids or {}, generator=os.getpid()))
     switches = [EmulatedSwitch(i, params) for i in range(params.switches)]
+    spares = [EmulatedSwitch(i, params, spare=True) for i in range(params.switches)] \
+        if params.spares else []
+    everyone = switches + spares
+    for sw in everyone:
+        sw.held = setup is not None
     ticker: Optional[asyncio.Task] = None
+    setup_result: Optional[Dict[str, Any]] = None
     connect_started = loop.time()
     try:
-        for sw in switches:
+        for sw in everyone:
             try:
                 await asyncio.wait_for(loop.create_connection(lambda sw=sw: sw, host, port), 5.0)
             except (OSError, asyncio.TimeoutError) as e:
                 raise BenchError(f"cannot connect to {host}:{port}: {e}") from None
         deadline = connect_started + HANDSHAKE_TIMEOUT_S
-        while not all(sw.ready for sw in switches):
-            dead = [sw for sw in switches if sw.closed]
+        while not all(sw.ready for sw in everyone):
+            dead = [sw for sw in everyone if sw.closed]
             if dead:
                 raise BenchError(f"switch {dead[0].dpid:#x} during the handshake: {dead[0].closed}"
                                  + (f" ({dead[0].errors[0]})" if dead[0].errors else ""))
             if loop.time() > deadline:
-                late = sum(not sw.ready for sw in switches)
-                raise BenchError(f"{late} of {len(switches)} switches did not finish the "
+                late = sum(not sw.ready for sw in everyone)
+                raise BenchError(f"{late} of {len(everyone)} switches did not finish the "
                                  f"handshake in {HANDSHAKE_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.02)
 
@@ -632,6 +728,11 @@ async def drive(host: str, port: int, params: Params,
 
         ticker = asyncio.ensure_future(tick())
         handshake_done = loop.time()
+        if setup is not None:
+            setup_result = await setup(switches, spares)
+        for sw in everyone:
+            sw.release()
+        setup_done = loop.time()
         await asyncio.sleep(params.warmup_s)
         warm = sum(sw.buckets.before for sw in switches)
         if warm == 0 and params.warmup_s > 0:
@@ -644,14 +745,14 @@ async def drive(host: str, port: int, params: Params,
         await asyncio.sleep(params.duration_s)
         t_end = loop.time()
         cpu_use = cpu.stop()
-        dead = [sw for sw in switches if sw.closed]
+        dead = [sw for sw in everyone if sw.closed]
         if dead:
             raise BenchError(f"switch {dead[0].dpid:#x} during the measurement: {dead[0].closed}")
         per_switch = [list(sw.buckets.counts) for sw in switches]
         per_second = [sum(col) for col in zip(*per_switch)]
-        errors = sorted({e for sw in switches for e in sw.errors})
+        errors = sorted({e for sw in everyone for e in sw.errors})
         other: Dict[str, int] = {}
-        for sw in switches:
+        for sw in everyone:
             for k, v in sw.other.items():
                 other[k] = other.get(k, 0) + v
         return {
@@ -671,11 +772,15 @@ async def drive(host: str, port: int, params: Params,
             "other_messages": other,
             "switch_errors": errors,
             "cpu_cores_used": cpu_use,
+            **({"setup": setup_result, "setup_s": round(setup_done - handshake_done, 3)}
+               if setup is not None else {}),
+            **({"spare_flow_mods": sum(sw.flow_mods for sw in spares),
+                "spare_packet_outs": sum(sw.packet_outs for sw in spares)} if spares else {}),
         }
     finally:
         if ticker is not None:
             ticker.cancel()
-        for sw in switches:
+        for sw in everyone:
             sw.close()
         await asyncio.sleep(0)
 
@@ -767,6 +872,7 @@ class Endpoint:
     port: int
     pids: Dict[str, int] = field(default_factory=dict)
     log: Optional[Path] = None
+    redis: Optional[Tuple[str, int, str]] = None  # the controller instance's (host, port, password)
 
 
 TARGET_LABELS = {"null": "null responder", "osken": "learning app (os-ken)",
@@ -800,11 +906,13 @@ def ryu_available() -> bool:
 class Target:
     """Start (and always stop) what a run measures; `with Target(...) as endpoint:`."""
 
-    def __init__(self, spec: str, pin: bool, app_conf: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, spec: str, pin: bool, app_conf: Optional[Dict[str, str]] = None,
+                 apps: Sequence[str] = ("learning",)) -> None:
         self.spec = spec
         self.kind, self.address = parse_target(spec)
         self.pin = pin
         self.app_conf = dict(app_conf or {})
+        self.apps = list(apps)  # loaded in this order (a shim before the app it serves)
         self.proc: Optional[subprocess.Popen] = None
         self.inst: Optional[instances.Instance] = None
         self.state_dir: Optional[Path] = None
@@ -837,7 +945,7 @@ class Target:
             return self._start_null()
         platform = "os_ken" if self.kind == "osken" else "ryu"
         self.state_dir = Path(tempfile.mkdtemp(prefix=f"ofbench-{self.kind}-"))
-        insts = instances.plan(1, ["learning"], self.state_dir, of_port=16653, redis_port=26379,
+        insts = instances.plan(1, self.apps, self.state_dir, of_port=16653, redis_port=26379,
                                platform=platform)
         self.inst = insts[0]
         self.inst.extra_conf.update(self.app_conf)
@@ -846,7 +954,8 @@ class Target:
         self._pin(self.inst.redis_pid)
         return Endpoint(self.inst.host, self.inst.of_port,
                         {"controller": self.inst.controller_pid, "redis": self.inst.redis_pid},
-                        self.inst.controller_log)
+                        self.inst.controller_log,
+                        (self.inst.host, self.inst.redis_port, self.inst.redis_password))
 
     def _start_null(self) -> Endpoint:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-null"],
@@ -906,15 +1015,18 @@ def _readline_with_timeout(proc: subprocess.Popen, timeout: float) -> str:
 # -- the experiment ---------------------------------------------------------------------------
 
 def run_once(spec: str, params: Params, pin: bool,
-             app_conf: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Start the target, drive it, stop it; the run's record (with `error` if it failed)."""
+             app_conf: Optional[Dict[str, str]] = None, apps: Sequence[str] = ("learning",),
+             setup: Optional[Callable[[Endpoint], Setup]] = None) -> Dict[str, Any]:
+    """Start the target, drive it, stop it; the run's record (with `error` if it failed).
+    `setup(endpoint)`: the coroutine function `drive` runs between handshake and warm-up."""
     record: Dict[str, Any] = {"target": spec}
-    target = Target(spec, pin, app_conf)
+    target = Target(spec, pin, app_conf, apps)
     started = time.monotonic()
     try:
         with target as ep:
             record["pids"] = ep.pids
-            record.update(asyncio.run(drive(ep.host, ep.port, params, ep.pids)))
+            record.update(asyncio.run(drive(ep.host, ep.port, params, ep.pids,
+                                            setup(ep) if setup is not None else None)))
             problems = target.problems()
             if problems:
                 record["controller_log_problems"] = problems
@@ -1000,6 +1112,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measured seconds (%(default)s)")
     ap.add_argument("--lost-after", type=float, default=d.lost_after_s,
                     help="seconds before an unanswered packet-in is replaced (%(default)s)")
+    ap.add_argument("--no-buffer", action="store_true",
+                    help="packet-ins carry OFP_NO_BUFFER and an id in the frame; answers are "
+                         "PACKET_OUTs carrying the frame (for controllers that want whole packets)")
+    ap.add_argument("--ports", action="store_true",
+                    help="describe host ports and a link port (default: an empty port list)")
     ap.add_argument("--app-conf", action="append", default=[], metavar="KEY=VALUE",
                     help="extra [sdnmig] setting for the learning app targets, e.g. "
                          "install_flows=false (repeatable; recorded with the results)")
@@ -1032,7 +1149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         serve_null()
         return 0
     params = Params(args.switches, args.hosts, args.window, args.warmup, args.duration,
-                    args.lost_after)
+                    args.lost_after, no_buffer=args.no_buffer, ports=args.ports)
     try:
         params.check()
         app_conf = parse_app_conf(args.app_conf)
