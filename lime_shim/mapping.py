@@ -87,6 +87,7 @@ class Mapping:
 
     def __init__(self) -> None:
         self.switches: Dict[int, LogicalSwitch] = {}
+        self.version = 0  # bumped by every change: what adapters cache from the map keys on it
 
     # -- lookups ------------------------------------------------------------------------------------
     def logical(self, dpid: int) -> LogicalSwitch:
@@ -114,6 +115,7 @@ class Mapping:
         inst = Instance(dpid, {p: Local(p) for p in ports}, {p: p for p in ports})
         ls = LogicalSwitch(dpid, tuple(sorted(ports)), {dpid: inst})
         self.switches[dpid] = ls
+        self.version += 1
         return ls
 
     def add_instance(self, dpid: int, inst: Instance) -> None:
@@ -127,6 +129,7 @@ class Mapping:
             raise MappingError(f"clone target {inst.dpid:#x} is a logical switch itself")
         self.check_instance(ls, inst)
         ls.instances[inst.dpid] = inst
+        self.version += 1
 
     def set_instance(self, dpid: int, inst: Instance) -> None:
         """Replace an existing instance's places (a host moved, a neighbour's link changed)."""
@@ -134,6 +137,29 @@ class Mapping:
         ls.instance(inst.dpid)
         self.check_instance(ls, inst)
         ls.instances[inst.dpid] = inst
+        self.version += 1
+
+    def move_whole(self, dpid: int, inst: Instance) -> Dict[int, Instance]:
+        """Freeze and copy: `inst` becomes the switch's only instance at once. Returns the
+        instances it had (to put back with `restore`)."""
+        ls = self.logical(dpid)
+        before = dict(ls.instances)
+        holder = self.owner(inst.dpid)
+        if holder is not None and holder is not ls:
+            raise MappingError(f"clone target {inst.dpid:#x} is already in use (by logical switch "
+                               f"{holder.dpid:#x})")
+        ls.instances = {inst.dpid: inst}
+        try:
+            self.check_instance(ls, inst)
+        except MappingError:
+            ls.instances = before
+            raise
+        self.version += 1
+        return before
+
+    def restore(self, dpid: int, instances: Dict[int, Instance]) -> None:
+        self.logical(dpid).instances = dict(instances)
+        self.version += 1
 
     def remove_instance(self, dpid: int, pdpid: int) -> None:
         ls = self.logical(dpid)
@@ -145,6 +171,7 @@ class Mapping:
                                            for p in other.out.values()):
                 raise MappingError(f"instance {other.dpid:#x} still tunnels to {pdpid:#x}")
         del ls.instances[pdpid]
+        self.version += 1
 
     def check_instance(self, ls: LogicalSwitch, inst: Instance) -> None:
         """Would the logical switch, with `inst` added or replaced, still forward correctly?"""

@@ -327,8 +327,7 @@ class Operations:
         if any(isinstance(p, Tunnel) for p in inst.out.values()):
             raise ValueError("freeze and copy moves the whole switch at once: every port of it "
                              "must be local on the target (no tunnels)")
-        before = dict(ls.instances)
-        (old,) = before
+        (old,) = ls.instances
         dp = shim.phys.get(old)
         if dp is None:
             raise ValueError(f"{old:#x} is not connected: nothing to freeze")
@@ -339,11 +338,11 @@ class Operations:
             raise ValueError(f"{old:#x} did not confirm the freeze: left as it was")
         shim.instance_leaving(ls, old)  # the final state: its counters, while it is frozen
         self._stop(old)
-        ls.instances = {inst.dpid: inst}  # S' holds the switch alone (checked by the caller)
+        before = shim.map.move_whole(ls.dpid, inst)  # S' holds the switch alone
         shim.reinstall(ls)
         if not self._barrier(ls):
             self._stop(inst.dpid)
-            ls.instances = before
+            shim.map.restore(ls.dpid, before)
             shim.reinstall(ls)
             raise ValueError(f"clone target {inst.dpid:#x} did not confirm its rules: the switch "
                              f"stays on {old:#x}")

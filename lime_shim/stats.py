@@ -131,6 +131,8 @@ class LogicalCounters:
 
     def rule_added(self, serial: int, rule: Rule) -> None:
         """A new serial: if a previous run counted this rule, its offset comes back."""
+        if not self.saved_flows:
+            return  # the usual case: nothing saved left to give back (no key to build)
         saved = self.saved_flows.pop(rule_key_text(rule), None)
         if saved is not None:
             self.flows.fold(serial, saved)

@@ -56,16 +56,26 @@ class Change:
 class FlowTable:
     def __init__(self) -> None:
         self.entries: Dict[Tuple[int, int, Match], Entry] = {}
+        self.keys: Dict[int, Tuple[int, int, Match]] = {}  # serial -> key (packet-ins ask by serial)
         self.next_serial = 1
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def by_serial(self, serial: int) -> Optional[Entry]:
-        for e in self.entries.values():
-            if e.serial == serial:
-                return e
-        return None
+        e = self.entries.get(self.keys.get(serial))  # type: ignore[arg-type]
+        return e if e is not None and e.serial == serial else None
+
+    def _put(self, e: Entry) -> None:
+        old = self.entries.get(e.rule.key)
+        if old is not None and old.serial != e.serial:
+            self.keys.pop(old.serial, None)
+        self.entries[e.rule.key] = e
+        self.keys[e.serial] = e.rule.key
+
+    def _drop(self, e: Entry) -> None:
+        del self.entries[e.rule.key]
+        self.keys.pop(e.serial, None)
 
     def apply(self, fm: FlowMod, now: float) -> Change:
         r = fm.rule
@@ -73,10 +83,10 @@ class FlowTable:
             old = self.entries.get(r.key)
             if old is not None and not r.flags & OFPFF_RESET_COUNTS:
                 e = Entry(old.serial, r, now)
-                self.entries[r.key] = e
+                self._put(e)
                 return Change(added=(e,))
             e = Entry(self._serial(), r, now)
-            self.entries[r.key] = e
+            self._put(e)
             return Change(added=(e,), removed=(old,) if old is not None else ())
         if fm.command in (OFPFC_MODIFY, OFPFC_MODIFY_STRICT):
             hit = self._select(fm, strict=fm.command == OFPFC_MODIFY_STRICT, filters=False)
@@ -84,20 +94,20 @@ class FlowTable:
             for e in hit:
                 ne = Entry(e.serial, replace(e.rule, actions=r.actions, goto=r.goto, extra=r.extra),
                            e.added)
-                self.entries[e.rule.key] = ne
+                self._put(ne)
                 changed.append(ne)
             return Change(added=tuple(changed))
         if fm.command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
             hit = self._select(fm, strict=fm.command == OFPFC_DELETE_STRICT, filters=True)
             for e in hit:
-                del self.entries[e.rule.key]
+                self._drop(e)
             return Change(removed=tuple(hit))
         raise ValueError(f"unknown FLOW_MOD command {fm.command}")
 
     def remove(self, serial: int) -> Optional[Entry]:
         e = self.by_serial(serial)
         if e is not None:
-            del self.entries[e.rule.key]
+            self._drop(e)
         return e
 
     def _serial(self) -> int:

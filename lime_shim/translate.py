@@ -32,7 +32,7 @@ the tunnel port; app rules on I all match an input port, so tunnelled packets ne
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
 from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
@@ -134,10 +134,41 @@ def tunnel_ports(ls: LogicalSwitch, inst: Instance) -> Tuple[int, ...]:
                          for pl in o.out.values() if isinstance(pl, Tunnel) and pl.peer == inst.dpid}))
 
 
-def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, serial: int, phase_one: bool = False
-              ) -> Tuple[Tuple[Rule, ...], Tuple[int, ...]]:
+def identical(ls: LogicalSwitch) -> Optional[FrozenSet[int]]:
+    """The switch's ports if it has one instance, itself, with every port where it was: then a
+    rule needs only the shim's cookie (and SEND_FLOW_REM with timeouts) unless it floods (hidden
+    ports) or names a port that is not the switch's. None otherwise."""
+    if ls.migrating or ls.dpid not in ls.instances:
+        return None
+    inst = ls.instances[ls.dpid]
+    if (all(inst.out.get(p) == Local(p) for p in ls.ports)
+            and all(p == lp for p, lp in inst.ins.items()) and len(inst.out) == len(ls.ports)):
+        return frozenset(ls.ports)
+    return None
+
+
+def as_is(rule: Rule, ports: FrozenSet[int]) -> bool:
+    """Is the rule its own translation on an `identical` switch with these ports?"""
+    in_lport = match_get(rule.match, "in_port")
+    if in_lport is not None and in_lport not in ports:
+        return False
+    for a in rule.actions:
+        if isinstance(a, Output) and a.port not in PASS_THROUGH and (
+                a.port not in ports or a.port == in_lport):
+            return False
+    return True
+
+
+def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, serial: int, phase_one: bool = False,
+              same: Optional[FrozenSet[int]] = None) -> Tuple[Tuple[Rule, ...], Tuple[int, ...]]:
     """The physical rules `inst` needs for `rule`, and the logical outputs it cannot reach.
-    `phase_one`: the first half of a two-phase update (the match, every packet to the shim)."""
+    `phase_one`: the first half of a two-phase update (the match, every packet to the shim).
+    `same`: `identical(ls)`, which the caller caches: a short cut to the same result for most
+    rules (the packet-in path's cost, see experiments/lime_overhead.py)."""
+    if same is not None and not phase_one and as_is(rule, same):
+        flags = rule.flags | OFPFF_SEND_FLOW_REM if rule.idle_timeout or rule.hard_timeout \
+            else rule.flags
+        return (replace(rule, cookie=shim_cookie(serial), flags=flags),), ()
     form = 0
     base = rule
     if phase_one:

@@ -7,9 +7,12 @@ every instance of it). This module is the only thing an app changes to run on th
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ryu_apps import config
 
-if config.events_source() == "lime":
+LIME = config.events_source() == "lime"  # read once: apps import this before they run
+if LIME:
     from lime_shim import lime_ofp_event as ofp_event
     from lime_shim.app import BRICK_NAME as ROLES_BRICK
     from lime_shim.lime_ofp_event import EventRoleChanged
@@ -18,4 +21,16 @@ else:
     from ryu_apps.roles.app import BRICK_NAME as ROLES_BRICK  # type: ignore[no-redef]
     from ryu_apps.roles.events import EventRoleChanged  # type: ignore[no-redef]
 
-__all__ = ["ofp_event", "ROLES_BRICK", "EventRoleChanged"]
+__all__ = ["ofp_event", "ROLES_BRICK", "EventRoleChanged", "idle"]
+
+
+def idle(app: Any) -> bool:
+    """Is nothing more queued for the app? (Group commit flushes when idle.) The shim calls the
+    apps' handlers from its own event loop, so under it the shim's queue is the one to ask."""
+    if not app.events.empty():
+        return False
+    if not LIME:
+        return True
+    from sdnmig import compat
+    shim = compat.app_manager.lookup_service_brick(ROLES_BRICK)
+    return shim is None or shim.events.empty()

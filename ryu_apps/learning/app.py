@@ -182,7 +182,7 @@ class LearningSwitch(compat.RyuApp):
 
     # -- group commit -------------------------------------------------------------------------------
     def _flush_if_idle(self) -> None:
-        if self.events.empty():
+        if source.idle(self):
             self._flush()
 
     def _flush(self) -> None:

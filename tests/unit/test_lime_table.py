@@ -104,5 +104,7 @@ def test_entries_stay_unique_and_every_change_is_accounted_for(mods):
             live[e.serial] = e.rule
         assert {e.serial: e.rule for e in t.rules()} == live
         assert len({e.rule.key for e in t.rules()}) == len(t)
+        assert all(t.by_serial(e.serial) is e for e in t.rules())
+        assert set(t.keys) == set(live)  # the serial index holds the live rules only
     t.apply(FlowMod(OFPFC_DELETE, Rule(0, (), (), table_id=OFPTT_ALL)), 0.0)
     assert len(t) == 0
