@@ -440,10 +440,11 @@ class LimeShim(compat.RyuApp):
             if ls.migrating:
                 self._two_phase(ls, e.serial, e.rule)
             else:
-                self._install(ls, e.serial, e.rule, added=e.added, raw=raw)
+                self._install(ls, e.serial, e.rule, added=e.added, raw=raw, force=raw is not None)
 
     def _install(self, ls: LogicalSwitch, serial: int, rule: Rule, only: Optional[int] = None,
-                 phase_one: bool = False, added: Optional[float] = None, raw: Any = None) -> None:
+                 phase_one: bool = False, added: Optional[float] = None, raw: Any = None,
+                 force: bool = False) -> None:
         """Bring each instance's copies of the rule to the current translation: new or changed
         copies added (ADD replaces the same key in place), copies no longer produced deleted.
         Every copy asks for FLOW_REMOVED, so a deleted copy's counts are not lost; a switch gets
@@ -451,9 +452,9 @@ class LimeShim(compat.RyuApp):
         if added is not None and not ls.migrating and rule.hard_timeout:
             rule = replace(rule, hard_timeout=stats.hard_left(rule.hard_timeout, added,
                                                               time.monotonic()))
-        for pdpid, inst in ls.instances.items():
+        for pdpid, inst in list(ls.instances.items()):  # a send may yield to a map change
             dp = self.phys.get(pdpid)
-            if dp is None or (only is not None and pdpid != only):
+            if dp is None or (only is not None and pdpid != only) or pdpid not in ls.instances:
                 continue
             rules, dropped = tr.translate(ls, inst, rule, serial, phase_one=phase_one,
                                           same=self._same(ls))
@@ -463,6 +464,8 @@ class LimeShim(compat.RyuApp):
                 LOG.info("lime: rule %d of %#x: port(s) %s not reachable from %#x", serial,
                          ls.dpid, list(dropped), pdpid)
             adds, deletes = tr.sync(self.copies.get((pdpid, serial), {}), rules)
+            if force:  # an app's ADD restarts the rule's timeouts and duration, even unchanged
+                adds = list(rules)
             for r in adds:
                 dp.send_msg(_as_sent(dp, r, rule, raw))
             for r in deletes:
@@ -470,7 +473,7 @@ class LimeShim(compat.RyuApp):
             self.copies[(pdpid, serial)] = {r.key: r for r in rules}
 
     def _delete_copies(self, ls: LogicalSwitch, serial: int) -> None:
-        for pdpid in ls.instances:
+        for pdpid in list(ls.instances):
             self.copies.pop((pdpid, serial), None)
             dp = self.phys.get(pdpid)
             if dp is not None:
@@ -520,7 +523,9 @@ class LimeShim(compat.RyuApp):
         if same is not None and (in_port in same or in_port == ofp.OFPP_CONTROLLER) and all(
                 a.port in tr.PASS_THROUGH or (a.port in same and a.port != in_port)
                 for a in msg.actions if a.type == ofp.OFPAT_OUTPUT):
-            self.phys[ls.dpid].send_msg(msg)  # its own translation (as translate.as_is)
+            dp = self.phys.get(ls.dpid)
+            if dp is not None:
+                dp.send_msg(msg)  # its own translation (as translate.as_is)
             return
         in_lport = in_port if in_port in ls.ports else None
         actions = ofconv.actions_from(ofp, msg.actions)
@@ -548,7 +553,10 @@ class LimeShim(compat.RyuApp):
             for r in deletes:  # a tunnel no longer used (a host moved, an instance left)
                 dp.send_msg(ofconv.flow_delete_strict(dp, r))
             self.ends[pdpid] = {r.key: r for r in ends}
-        for e in self.tables[ls.dpid].rules():
+        table = self.tables[ls.dpid]
+        for e in table.rules():
+            if table.by_serial(e.serial) is not e:
+                continue  # changed or gone while an earlier send yielded: already handled
             self._install(ls, e.serial, e.rule, only, added=e.added)
 
     def forget(self, pdpid: int) -> None:

@@ -106,6 +106,10 @@ class Operations:
             plans.append((self.shim.map.logical(ls.dpid), inst, moves))
         if len({inst.dpid for _, inst, _ in plans}) != len(plans):
             raise ValueError("two switches of the ensemble are cloned onto the same target")
+        ports = [k for _, _, moves in plans for n, nport, new in moves
+                 for k in ((n.dpid, nport), (n.dpid, -new))]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two switches of the ensemble rewire the same port of a neighbour")
         done: List[Tuple[LogicalSwitch, int]] = []
         try:
             for ls, inst, moves in plans:
@@ -211,7 +215,12 @@ class Operations:
     def _check_neighbours(self, ls: LogicalSwitch, neighbours: List[Tuple[int, ...]],
                           m: Mapping) -> List[Move]:
         moves = []
+        seen = set()
         for item in neighbours:
+            if len(item) == 3 and ((item[0], item[1]) in seen or (item[0], -item[2]) in seen):
+                raise ValueError(f"neighbour {item[0]:#x} is named twice (port {item[1]} or "
+                                 f"{item[2]})")
+            seen.update({(item[0], item[1]), (item[0], -item[2])} if len(item) == 3 else ())
             if len(item) != 3:
                 raise ValueError(f"a neighbour is [dpid, port toward the switch, port toward "
                                  f"the clone], not {list(item)}")
@@ -337,8 +346,8 @@ class Operations:
             shim.reinstall(ls)
             raise ValueError(f"{old:#x} did not confirm the freeze: left as it was")
         shim.instance_leaving(ls, old)  # the final state: its counters, while it is frozen
-        self._stop(old)
-        before = shim.map.move_whole(ls.dpid, inst)  # S' holds the switch alone
+        before = shim.map.move_whole(ls.dpid, inst)  # S' holds the switch alone; then S stops
+        self._stop(old)  # (in this order: no app rule reaches S once it is out of the map)
         shim.reinstall(ls)
         if not self._barrier(ls):
             self._stop(inst.dpid)
