@@ -82,11 +82,13 @@ def test_counters_are_summed_over_instances_and_never_go_back_after_a_retire(con
     old = bridge_packets(s3)
     assert lime_op(c1, op="retire", switch=3, instance=3)["ok"]
     # s3's copies are gone; what they counted stays in the logical counters.
-    poll(lambda: flow_total(c1) == old + bridge_packets(s3p) or None, 5,
+    # (at least what s3 showed before: OVS pushes counts to its flow table every ~0.5 s, so the
+    # final count the shim read from s3 may be higher than the last one this test saw)
+    poll(lambda: flow_total(c1) >= old + bridge_packets(s3p) or None, 5,
          "the retired instance's counts kept as offsets")
     assert ping(h1, h2, count=10, interval=0.02)["received"] == 10
     # OVS's revalidators push datapath counts to the flow table every ~0.5 s: poll for the pings.
-    poll(lambda: (lambda t: t > both and t == old + bridge_packets(s3p))(flow_total(c1)) or None,
+    poll(lambda: (lambda t: t > both and t >= old + bridge_packets(s3p))(flow_total(c1)) or None,
          5, "counts going on through s3p")
     ports_after = probe(c1, op="port")["body"]
     for port, (rx, tx) in ports_before.items():
