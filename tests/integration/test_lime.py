@@ -22,6 +22,14 @@ def start_lime(controllers, mininet, idle: int = 0):
     return lime_lab.start(controllers, mininet, flow_idle_timeout=str(idle))
 
 
+def reached(topo, net):
+    """Switch names without the prefix, and h1, h2 once h1 reaches h2 through the shim."""
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15,
+         "h1 reaching h2 through the shim")
+    return {n.replace(topo.prefix, ""): n for n in topo.switches()}, h1, h2
+
+
 @pytest.fixture
 def lime_net(controllers, mininet):
     return start_lime(controllers, mininet)
@@ -29,19 +37,14 @@ def lime_net(controllers, mininet):
 
 def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
     topo, c1, net = lime_net
-    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
-    h1, h2 = (net.get(h) for h in topo.hosts())
-    first = poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15,
-                 "h1 reaching h2 through the shim")
-    assert first
-    s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
+    name, h1, h2 = reached(topo, net)
+    s3, s3p = name["s3"], name["s3p"]
     assert shim_flows(s3) and not shim_flows(s3p), "the learning app's rules are the shim's"
 
     h1.sendCmd(f"ping -n -c 2500 -i 0.002 -W 1 {h2.IP()}")
     start = rx_packets(h2)
     poll(lambda: rx_packets(h2) >= start + 100, 10, "pings flowing before the clone")
     req = lime_lab.s3_request(topo, net)
-    ports = req["ports"]
     got = lime_op(c1, op="clone", **req)
     assert got["ok"], got
     assert got["instances"] == [3, spare_dpid(3)]
@@ -49,7 +52,7 @@ def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
     status = lime_op(c1, op="status")
     assert status["switches"]["0x3"] == ["0x103", "0x3"]
     poll(lambda: tx_packets(f"{s3p}-eth2") >= 100, 10, "pings through the clone")
-    bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports)
+    bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=req["ports"])
     assert not bad["ok"] and "already migrating" in bad["error"], bad
     got = lime_op(c1, op="retire", switch=3, instance=3)
     assert got["ok"], got
@@ -68,13 +71,9 @@ def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
 
 def test_retiring_the_clone_rolls_the_migration_back(lime_net):
     topo, c1, net = lime_net
-    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
-    h1, h2 = (net.get(h) for h in topo.hosts())
-    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
-    s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
-    req = lime_lab.s3_request(topo, net)
-    ports = req["ports"]
-    assert lime_op(c1, op="clone", **req)["ok"]
+    name, h1, h2 = reached(topo, net)
+    s3p = name["s3p"]
+    assert lime_op(c1, op="clone", **lime_lab.s3_request(topo, net))["ok"]
     h1.sendCmd(f"ping -n -c 1000 -i 0.002 -W 1 {h2.IP()}")
     poll(lambda: tx_packets(f"{s3p}-eth2") >= 100, 10, "pings through the clone")
     got = lime_op(c1, op="retire", switch=3, instance=spare_dpid(3))
@@ -103,8 +102,7 @@ def test_bad_operations_are_refused_and_change_nothing(lime_net):
     assert not bad["ok"] and "last instance" in bad["error"], bad
     bad = lime_op(c1, op="fly", switch=3)
     assert not bad["ok"] and "unknown operation" in bad["error"], bad
-    ports = {port_of(net, s3, s1): port_of(net, s3p, s1), port_of(net, s3, name["s2"]):
-             port_of(net, s3p, name["s2"])}
+    ports = lime_lab.s3_request(topo, net)["ports"]
     bad = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports,
                   neighbours=[[1, port_of(net, s1, s3), 0]])
     assert not bad["ok"] and "not a free port" in bad["error"], bad
@@ -118,14 +116,12 @@ def test_a_rule_the_switch_expired_is_not_cloned(controllers, mininet):
     """One instance: the switch keeps the app's timeouts and tells the shim, whose table follows;
     so a clone made later does not bring back rules that had expired."""
     topo, c1, net = start_lime(controllers, mininet, idle=1)
-    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
-    h1, h2 = (net.get(h) for h in topo.hosts())
-    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    name, h1, h2 = reached(topo, net)
     s3, s3p = name["s3"], name["s3p"]
     assert len(shim_flows(s3)) == 3  # table-miss + one learnt rule per direction
     poll(lambda: len(shim_flows(s3)) == 1, 10, "the learnt rules expiring on s3")
-    ports = {port_of(net, s3, name[n]): port_of(net, s3p, name[n]) for n in ("s1", "s2")}
-    got = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports)
+    got = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3),
+                  ports=lime_lab.s3_request(topo, net)["ports"])
     assert got["ok"], got
     assert len(shim_flows(s3p)) == 1, shim_flows(s3p)
 
@@ -134,12 +130,9 @@ def test_freeze_and_copy_moves_s3_and_loses_pings(lime_net):
     """The baseline behind the same command: it gets s3 onto s3p too, but traffic through s3 is
     lost while the switch is stopped and copied (the comparison in experiments/lime.py is real)."""
     topo, c1, net = lime_net
-    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
-    h1, h2 = (net.get(h) for h in topo.hosts())
-    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    name, h1, h2 = reached(topo, net)
     s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
     req = lime_lab.s3_request(topo, net)
-    ports = req["ports"]
     bad = lime_op(c1, op="freeze", switch=3, onto=spare_dpid(3), ports={}, tunnels={
         str(port_of(net, s3, s1)): [1, 1], str(port_of(net, s3, s2)): [2, 2]})
     assert not bad["ok"], bad

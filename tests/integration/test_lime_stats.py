@@ -13,8 +13,7 @@ import redis
 from ryu_apps.limeprobe import BARRIERS, CHANNEL, REMOVED
 from sdnmig import lime_lab
 from sdnmig.lab import ping, poll
-from sdnmig.lime_lab import OF15, lime_op, port_of
-from topologies.testbeds import spare_dpid
+from sdnmig.lime_lab import OF15, lime_op
 
 PROBE = "ryu_apps.limeprobe"
 TUNNEL = "0x11aeffffffffffff"  # tunnel ends: the shim's rules, no app's
@@ -51,14 +50,9 @@ def bridge_packets(bridge: str) -> int:
 
 
 def clone_s3(net, topo, c1):
-    name = {n.replace(topo.prefix, ""): n for n in topo.switches()}
-    s1, s2, s3, s3p = (name[n] for n in ("s1", "s2", "s3", "s3p"))
-    ports = {port_of(net, s3, s1): port_of(net, s3p, s1), port_of(net, s3, s2): port_of(net, s3p, s2)}
-    neighbours = [[1, port_of(net, s1, s3), port_of(net, s1, s3p)],
-                  [2, port_of(net, s2, s3), port_of(net, s2, s3p)]]
-    got = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3), ports=ports, neighbours=neighbours)
+    got = lime_op(c1, op="clone", **lime_lab.s3_request(topo, net))
     assert got["ok"], got
-    return s3, s3p
+    return topo.prefix + "s3", topo.prefix + "s3p"
 
 
 def flow_total(c1) -> int:

@@ -111,23 +111,21 @@ def committed(msg: wire.Msg) -> Optional[Dict[str, Any]]:
     return {"ok": True, "error": None, "record": record(msg, outcome)}
 
 
-class FakeController:
-    """Listens on erc:<id>; answers every operator request with `answer(msg)` (None: silence)."""
+class FakeListener:
+    """A thread subscribed to one channel that hands every message to `_serve(data)`; `close()`
+    stops it and fails the test if it died."""
 
-    def __init__(self, server: PrivateRedis, ident: str = "c1") -> None:
+    def __init__(self, server: PrivateRedis, channel: str, name: str) -> None:
         self.client = server.connect()
-        self.id = ident
-        self.answer: Callable[[wire.Msg], Optional[Dict[str, Any]]] = committed
-        self.noise: List[bytes] = []       # published on the reply channel before the answer
-        self.received: List[wire.Msg] = []
+        self.name = name
         self.reply_listeners: List[int] = []  # subscribers of the reply channel at receipt
         self.errors: List[BaseException] = []
         self._stop = threading.Event()
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(wire.channel(ident))
-        wait_for(lambda: self.client.pubsub_numsub(wire.channel(ident))[0][1] == 1, 5,
-                 f"the fake {ident} to subscribe")
-        self._thread = threading.Thread(target=self._run, name=f"fake-{ident}", daemon=True)
+        self._pubsub.subscribe(channel)
+        wait_for(lambda: self.client.pubsub_numsub(channel)[0][1] == 1, 5,
+                 f"the {name} to subscribe")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -135,11 +133,34 @@ class FakeController:
             while not self._stop.is_set():
                 got = self._pubsub.get_message(timeout=0.05)
                 if got and got["type"] == "message":
-                    self._serve(wire.decode(got["data"]))
+                    self._serve(got["data"])
         except BaseException as e:  # reported by close(): a dead fake must fail the test
             self.errors.append(e)
 
-    def _serve(self, msg: wire.Msg) -> None:
+    def _serve(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()
+        self.client.close()
+        assert not self._thread.is_alive(), f"the {self.name} did not stop"
+        assert not self.errors, f"the {self.name} failed: {self.errors!r}"
+
+
+class FakeController(FakeListener):
+    """Listens on erc:<id>; answers every operator request with `answer(msg)` (None: silence)."""
+
+    def __init__(self, server: PrivateRedis, ident: str = "c1") -> None:
+        self.id = ident
+        self.answer: Callable[[wire.Msg], Optional[Dict[str, Any]]] = committed
+        self.noise: List[bytes] = []       # published on the reply channel before the answer
+        self.received: List[wire.Msg] = []
+        super().__init__(server, wire.channel(ident), f"fake controller {ident}")
+
+    def _serve(self, data: bytes) -> None:
+        msg = wire.decode(data)
         reply = msg.body["reply"]
         self.reply_listeners.append(self.client.pubsub_numsub(reply)[0][1])
         self.received.append(msg)
@@ -150,13 +171,6 @@ class FakeController:
             self.client.publish(reply, wire.encode(
                 wire.Msg(wire.OP_RESULT, msg.mig, msg.dpid, self.id, body)))
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._pubsub.close()
-        self.client.close()
-        assert not self._thread.is_alive(), "the fake controller did not stop"
-        assert not self.errors, f"the fake controller failed: {self.errors!r}"
 
 
 @pytest.fixture

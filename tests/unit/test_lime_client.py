@@ -6,7 +6,6 @@ exchange, not the operations.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -14,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 import redis
 
-from fakebus import PrivateRedis, wait_for
+from fakebus import FakeListener, PrivateRedis
 from lime_shim import client
 from sdnmig.errors import SdnmigError
 
@@ -30,46 +29,22 @@ def canned(req: Dict[str, Any]) -> Optional[Any]:
     return {"ok": True, "switch": req.get("switch"), "instances": [3, 259], "ms": 1.5}
 
 
-class FakeShim:
+class FakeShim(FakeListener):
     """Listens on lime:ops; answers each request with `answer(req)` (None: silence; bytes: sent
     as they are)."""
 
     def __init__(self, server: PrivateRedis) -> None:
-        self.client = server.connect()
         self.answer: Callable[[Dict[str, Any]], Optional[Any]] = canned
         self.received: List[Dict[str, Any]] = []
-        self.reply_listeners: List[int] = []
-        self.errors: List[BaseException] = []
-        self._stop = threading.Event()
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(client.OPS_CHANNEL)
-        wait_for(lambda: self.client.pubsub_numsub(client.OPS_CHANNEL)[0][1] == 1, 5,
-                 "the fake shim to subscribe")
-        self._thread = threading.Thread(target=self._run, name="fake-shim", daemon=True)
-        self._thread.start()
+        super().__init__(server, client.OPS_CHANNEL, "fake shim")
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                got = self._pubsub.get_message(timeout=0.05)
-                if got and got["type"] == "message":
-                    req = json.loads(got["data"])
-                    self.reply_listeners.append(self.client.pubsub_numsub(req["reply"])[0][1])
-                    self.received.append(req)
-                    body = self.answer(req)
-                    if body is not None:
-                        self.client.publish(req["reply"], body if isinstance(body, bytes)
-                                            else json.dumps(body))
-        except BaseException as e:  # reported by close(): a dead fake must fail the test
-            self.errors.append(e)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._pubsub.close()
-        self.client.close()
-        assert not self._thread.is_alive(), "the fake shim did not stop"
-        assert not self.errors, f"the fake shim failed: {self.errors!r}"
+    def _serve(self, data: bytes) -> None:
+        req = json.loads(data)
+        self.reply_listeners.append(self.client.pubsub_numsub(req["reply"])[0][1])
+        self.received.append(req)
+        body = self.answer(req)
+        if body is not None:
+            self.client.publish(req["reply"], body if isinstance(body, bytes) else json.dumps(body))
 
 
 @pytest.fixture
