@@ -382,7 +382,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra: Dict[str, Any] = {"interrupted": result["interrupted"]}
     if args.profile and not result["interrupted"]:
         extra["profiles"] = profile(args.profile, args.quick,
-                                    [c for c in configs if c != "plain"])
+                                    list(configs))
     common.write_json(out_json, common.result_document(
         NAME, args.quick, configurations, result["runs"], summary, headline, **extra))
     png = plot(out_png, result, headline)

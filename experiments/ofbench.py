@@ -246,6 +246,13 @@ def port_desc_reply(xid: int, ports: Sequence[int] = (), dpid: int = 0) -> bytes
     return switch_message(PARSER.OFPPortDescStatsReply, body, xid)
 
 
+def flow_stats_reply(xid: int) -> bytes:
+    """No rules: an emulated switch keeps no flow table (what it forwards is scripted), so a
+    controller that reads a bridge's rules (the LIME shim adopting a switch) reads none."""
+    body = struct.pack(OFP.OFP_MULTIPART_REPLY_PACK_STR, OFP.OFPMP_FLOW, 0)
+    return switch_message(PARSER.OFPFlowStatsReply, body, xid)
+
+
 def role_reply(xid: int, role: int, generation_id: int) -> bytes:
     return switch_message(PARSER.OFPRoleReply, ROLE_BODY.pack(role, generation_id), xid)
 
@@ -655,6 +662,8 @@ class EmulatedSwitch(asyncio.Protocol):
             if mp_type == OFP.OFPMP_PORT_DESC:
                 self._write(port_desc_reply(xid, self.ports, self.dpid))
                 self._send_fence()
+            elif mp_type == OFP.OFPMP_FLOW:
+                self._write(flow_stats_reply(xid))
             else:
                 self._write(error_msg(xid, OFP.OFPET_BAD_REQUEST, OFP.OFPBRC_BAD_MULTIPART, raw))
         elif mtype == T_ROLE_REQUEST:

@@ -32,6 +32,32 @@ timeouts again, the hard one with what is left of it. The instances a switch gai
 seen at `reinstall`: a joining one's port and table counts are its baseline, a leaving one's are
 folded in (`instance_leaving` does it ahead, while it is still polled).
 
+Direct switches. A logical switch that is still its own bridge, with every port where it was,
+and that no operation has touched yet (`translated`, kept with the map) is *direct*: the apps'
+FLOW_MODs and PACKET_OUTs go to the bridge as they are (their own cookies), its packet-ins reach
+the apps with only the datapath changed, statistics requests and replies pass through (renumbered
+on the bridge's connection, the ports the switch hides left out), and no logical table is kept;
+the bridge's own table is the logical one. Only what would mean something else on the bridge is
+translated (a flood when the switch hides a port, an output to a port it does not have). This
+is what keeps the shim's cost in steady state within the issue's 5 % (experiments/
+lime_overhead.py). Before an operation changes a direct switch's map (clone, ensemble, freeze:
+the switch and the neighbours it rewires), `adopt` reads the bridge's rules into the logical
+table, holding the apps' messages meanwhile, and reinstalls them as the shim's copies: an ADD of
+the same key replaces each rule in place, and OVS carries its counts over. From then on the
+switch is translated as above, also once it is back on one instance.
+
+| state       | event                               | next        | what happens                      |
+|-------------|-------------------------------------|-------------|-----------------------------------|
+| (new)       | bridge MASTER, identical, untouched | direct      | apps' messages pass through       |
+| direct      | an operation will change its map    | adopting    | bridge's rules asked; apps' held  |
+| adopting    | the rules arrive                    | translated  | table filled, copies installed,   |
+|             |                                     |             | held messages sent in order       |
+| adopting    | error, no answer in 5 s, disconnect | direct      | held messages sent as they are;   |
+|             |                                     |             | the operation refused             |
+| translated  | FLOW_REMOVED of an adopted rule,    | translated  | it leaves the table; the app is   |
+|             | sent before its copy replaced it    |             | told                              |
+| translated  | (anything else)                     | translated  | never direct again                |
+
 Operations (clone, retire, status) arrive on the instance's own Redis, channel `lime:ops` (JSON),
 and are answered on the channel the request names; `operations.py` carries them out.
 """
@@ -54,8 +80,9 @@ from lime_shim import translate as tr
 from lime_shim.mapping import Instance, LogicalSwitch, Mapping, MappingError
 from lime_shim.operations import Operations
 from lime_shim.merge import Dedupe, Join, PortStates
-from lime_shim.model import OFPFF_SEND_FLOW_REM, Rule, is_physical
-from lime_shim.table import OFPFC_ADD, FlowMod, FlowTable
+from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, PASS_THROUGH, Rule, is_physical,
+                             match_get)
+from lime_shim.table import OFPFC_ADD, OFPFC_DELETE, OFPFC_DELETE_STRICT, FlowMod, FlowTable
 from lime_shim.timeouts import Timeouts
 from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect
@@ -83,6 +110,19 @@ class _Deliver(compat.event.EventBase):
         self.ev, self.state = ev, state
 
 
+class Direct:
+    """A logical switch that is still its own bridge, untouched by any migration: its messages
+    pass straight through (see "Direct switches" above). `flood_ok`: the bridge has no port the
+    switch hides, so a flood means the same on both."""
+
+    __slots__ = ("dp", "ldp", "ports", "flood_ok", "flow_mod", "packet_out")
+
+    def __init__(self, dp: Any, ldp: "LogicalDatapath", ports: FrozenSet[int]) -> None:
+        self.dp, self.ldp, self.ports = dp, ldp, ports
+        self.flood_ok = not {p for p in dp.ports if is_physical(p)} - ports
+        self.flow_mod, self.packet_out = ldp.ofproto.OFPT_FLOW_MOD, ldp.ofproto.OFPT_PACKET_OUT
+
+
 class LogicalDatapath:
     """What apps hold as `msg.datapath`: one per logical switch; its messages go to the shim."""
 
@@ -95,6 +135,7 @@ class LogicalDatapath:
         self.is_active = True
         self.address = ("lime", dpid)
         self.ports: Dict[int, Any] = {}
+        self.direct: Optional[Direct] = None  # set while the switch is direct (LimeShim.direct)
 
     def set_xid(self, msg: Any) -> int:
         self.xid = (self.xid + 1) & self.ofproto.MAX_XID
@@ -102,6 +143,12 @@ class LogicalDatapath:
         return self.xid
 
     def send_msg(self, msg: Any, close_socket: bool = False) -> bool:
+        d = self.direct
+        if d is not None:  # the hot path, kept short: a rule or a packet meaning the same
+            t = msg.cls_msg_type
+            if (t == d.flow_mod and _direct_as_is(d, msg)) or (
+                    t == d.packet_out and _direct_out_as_is(d, msg)):
+                return d.dp.send_msg(msg)  # numbered by the bridge's connection, as without us
         if msg.xid is None:
             self.set_xid(msg)
         return self.shim.from_app(self, msg)
@@ -121,6 +168,15 @@ class LimeShim(compat.RyuApp):
             self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
         except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
+        self.init_state()
+        self._load()
+        self.ops = Operations(self)
+        self.threads.append(compat.hub.spawn(self._listen_ops))
+        self.threads.append(compat.hub.spawn(self._poll_loop))
+
+    def init_state(self) -> None:
+        """The shim's tables, empty (apart from __init__ so that unit tests can build a shim
+        without a platform, a config or Redis)."""
         self.map = Mapping()
         self.links: Dict[int, List[List[int]]] = {}  # ldpid -> [[ndpid, nport, old, new]] (clone)
         self.tables: Dict[int, FlowTable] = {}
@@ -146,11 +202,16 @@ class LimeShim(compat.RyuApp):
         self.members: Dict[int, Dict[int, Instance]] = {}  # ldpid -> instances at last reinstall
         self.homes: Dict[int, int] = {}              # pdpid -> ldpid (also once retired)
         self.unpolled: Set[Tuple[int, int]] = set()  # (ldpid, pdpid): port/table rows not live
-        self.polling: Set[int] = set()
-        self._load()
-        self.ops = Operations(self)
-        self.threads.append(compat.hub.spawn(self._listen_ops))
-        self.threads.append(compat.hub.spawn(self._poll_loop))
+        self.polling: Dict[int, float] = {}         # ldpid -> when its poll was asked
+        self.direct: Dict[int, Direct] = {}          # ldpid -> its bridge (pass-through)
+        self.translated: Set[int] = set()            # switches adopted once: never direct again
+        self.adopting: Dict[int, List[Tuple[Any, Any]]] = {}  # ldpid -> apps' messages held
+        self.adopted: Dict[int, Dict[Any, int]] = {}  # ldpid -> rule key -> serial, at adoption
+        self.passed: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (pdpid, xid) -> (ldpid, xid)
+        self._roles: Any = None
+        self._handlers: Dict[Tuple[type, Any], List[Tuple[str, Callable[[Any], None]]]] = {}
+        self._bricks = -1                            # apps loaded when _handlers was filled
+        self._alone, self._alone_at = False, -1      # see _packet_ins_alone
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
     def admit(self, msg: Any) -> bool:
@@ -161,7 +222,9 @@ class LimeShim(compat.RyuApp):
 
     @property
     def roles(self) -> Any:
-        return compat.app_manager.lookup_service_brick(PHYS_ROLES_BRICK)
+        if self._roles is None:
+            self._roles = compat.app_manager.lookup_service_brick(PHYS_ROLES_BRICK)
+        return self._roles
 
     def _ensure(self, ls: LogicalSwitch, like: Any) -> None:
         if ls.dpid not in self.tables:
@@ -231,6 +294,7 @@ class LimeShim(compat.RyuApp):
             self.forget(dp.id)
             dp.send_msg(ofconv.flow_delete_cookie_all(dp))
             self.reinstall(ls, only=dp.id)
+        self._set_direct(ls, dp)
         if ls.dpid in self.ready:
             return
         if any(d not in self.phys or self.roles is None or not self.roles.is_master(d)
@@ -245,12 +309,55 @@ class LimeShim(compat.RyuApp):
         for msg in ev.released:
             self._packet_in(msg)
 
+    def _set_direct(self, ls: LogicalSwitch, dp: Any) -> None:
+        """A switch no migration has touched passes its messages straight through."""
+        if (ls.dpid in self.translated or ls.dpid in self.links or ls.dpid in self.adopting
+                or dp.id != ls.dpid or self._same(ls) is None):
+            self._direct_to(ls.dpid, None)
+            return
+        self._direct_to(ls.dpid, Direct(dp, self.ldps[ls.dpid], frozenset(ls.ports)))
+
+    def _direct_to(self, ldpid: int, d: Optional[Direct]) -> Optional[Direct]:
+        """The switch direct (through `d`), or not (None); what it was."""
+        was = self.direct.pop(ldpid, None)
+        if d is not None:
+            self.direct[ldpid] = d
+        self.ldps[ldpid].direct = d
+        return was
+
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
     @loud
     def _phys_packet_in(self, ev: Any) -> None:
-        roles = self.roles
-        if roles is not None and roles.admit(ev.msg):
-            self._packet_in(ev.msg)
+        roles = self._roles or self.roles
+        if roles is None or not roles.admit(ev.msg):
+            return
+        msg = ev.msg
+        d = self.direct.get(msg.datapath.id)
+        if d is None or d.dp is not msg.datapath:
+            self._packet_in(msg)
+        elif d.ldp.id in self.ready:
+            in_port = ofconv.packet_in_port(msg.match)
+            if in_port not in d.ports:
+                LOG.warning("lime: packet-in from %#x port %d, which is no port of it: dropped",
+                            d.ldp.id, in_port)
+                return
+            if self._packet_ins_alone():
+                # The shim is the only app the platform gives packet-ins to, and the role
+                # manager let this one through: the platform's message and event become the
+                # logical ones (a copy and a new event per packet-in made the shim cost 8 % of
+                # the learning app's throughput instead of 2-3 %; experiments/lime_overhead.py).
+                msg.datapath, msg.buffer_id = d.ldp, d.ldp.ofproto.OFP_NO_BUFFER
+                ev.__class__ = lev.PACKET_IN
+                lev_ = ev
+            else:
+                lmsg = _shallow(msg)  # another app takes the platform's: left as it is
+                lmsg.datapath, lmsg.buffer_id = d.ldp, d.ldp.ofproto.OFP_NO_BUFFER
+                lev_ = lev.event_for(lmsg)
+            for name, handler in self._handlers_of(lev_, compat.MAIN_DISPATCHER):
+                try:  # (as _to_apps does: this is the event loop)
+                    handler(lev_)
+                except Exception:  # noqa: BLE001 -- one app failing must not stop the others
+                    LOG.exception("%s in %s's handler for %s", MARKER, name, "packet-in")
 
     def _packet_in(self, msg: Any) -> None:
         pdp = msg.datapath
@@ -284,7 +391,7 @@ class LimeShim(compat.RyuApp):
         if lport == in_port and pdp.ofproto is ldp.ofproto:
             # The logical packet-in differs from the physical one only in its datapath, cookie
             # and buffer: a shallow copy (the match is the same) costs a fraction of a new one.
-            lmsg = copy.copy(msg)
+            lmsg = _shallow(msg)
             lmsg.datapath, lmsg.cookie, lmsg.buffer_id = ldp, cookie, ldp.ofproto.OFP_NO_BUFFER
             self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
             return
@@ -343,7 +450,10 @@ class LimeShim(compat.RyuApp):
         pdpid, ofp = msg.datapath.id, msg.datapath.ofproto
         serial = tr.serial_of(msg.cookie)
         ldpid = self.homes.get(pdpid)
-        if serial is None or ldpid is None:
+        if ldpid is None:
+            return
+        if serial is None:
+            self._app_rule_removed(ldpid, msg)
             return
         entry = self.tables[ldpid].by_serial(serial)
         if entry is not None and stats.same_copy(entry.rule, msg.table_id, msg.priority,
@@ -358,6 +468,24 @@ class LimeShim(compat.RyuApp):
         if any(self.copies.get((d, serial)) for d in ls.instances):
             return  # another copy of the rule (another input port) is still in use
         self._expired(ls, serial, msg.reason)
+
+    def _app_rule_removed(self, ldpid: int, msg: Any) -> None:
+        """A FLOW_REMOVED of a rule with the app's own cookie: a direct switch's (passed on), or
+        one a switch sent just as it was adopted, before the shim's copy replaced the rule (it
+        leaves the logical table too: the app is told it is gone)."""
+        d = self.direct.get(ldpid)
+        if d is None or d.dp is not msg.datapath:
+            key = (msg.table_id, msg.priority, ofconv.match_from(msg.match))
+            serial = self.adopted.get(ldpid, {}).pop(key, None)
+            entry = self.tables[ldpid].by_serial(serial) if serial is not None else None
+            if entry is None or entry.rule.cookie != msg.cookie:
+                return
+            self.tables[ldpid].remove(serial)
+            self._delete_copies(self.map.logical(ldpid), serial)
+            self.counters[ldpid].flows.forget(serial)
+        lmsg = copy.copy(msg)
+        lmsg.datapath = self.ldps[ldpid]
+        self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
 
     def _expired(self, ls: LogicalSwitch, serial: int, reason: int) -> None:
         """A rule timed out (the switch's timeout, or the shim's): gone everywhere; the app
@@ -381,6 +509,9 @@ class LimeShim(compat.RyuApp):
         ls = self.map.owner(msg.datapath.id)
         if ls is None or ls.dpid not in self.ready:
             return
+        d = self.direct.get(ls.dpid)
+        if d is not None and msg.reason == msg.datapath.ofproto.OFPPR_ADD:
+            self._set_direct(ls, d.dp)  # a new port it hides: floods now need translating
         inst = ls.instances[msg.datapath.id]
         lport = inst.ins.get(msg.desc.port_no)
         if lport is None or inst.local(lport) != msg.desc.port_no:
@@ -405,11 +536,28 @@ class LimeShim(compat.RyuApp):
 
     # -- from the apps ------------------------------------------------------------------------------
     def from_app(self, ldp: LogicalDatapath, msg: Any) -> bool:
+        d = self.direct.get(ldp.id)  # (never one being adopted: adopt takes it out first)
+        if d is not None:
+            try:
+                return self._direct(d, msg)
+            except ValueError as e:
+                LOG.error("lime: %s from an app to %#x refused: %s", type(msg).__name__, ldp.id, e)
+                return False
+        held = self.adopting.get(ldp.id)
+        if held is not None:  # in order, after the switch is adopted (or back to direct)
+            held.append((ldp, msg))
+            return True
+        return self._from_app(ldp, msg)
+
+    def _from_app(self, ldp: LogicalDatapath, msg: Any) -> bool:
         ofp = ldp.ofproto
         try:
-            ls = self.map.logical(ldp.id)
             if msg.msg_type is None:
                 msg.msg_type = msg.cls_msg_type
+            d = self.direct.get(ldp.id)
+            if d is not None:
+                return self._direct(d, msg)
+            ls = self.map.logical(ldp.id)
             if msg.msg_type == ofp.OFPT_FLOW_MOD:
                 self._flow_mod(ls, ofconv.flow_mod_from(msg), msg)
             elif msg.msg_type == ofp.OFPT_PACKET_OUT:
@@ -426,6 +574,106 @@ class LimeShim(compat.RyuApp):
             LOG.error("lime: %s from an app to %#x refused: %s", type(msg).__name__, ldp.id, e)
             return False
         return True
+
+    def _direct(self, d: Direct, msg: Any) -> bool:
+        """An app's message to a direct switch: as it is, but for what the switch hides."""
+        ofp, ldpid = d.ldp.ofproto, d.ldp.id
+        t = msg.cls_msg_type
+        if t == ofp.OFPT_FLOW_MOD:
+            if _direct_as_is(d, msg):
+                d.dp.send_msg(msg)
+            else:
+                d.dp.send_msg(self._direct_translated(d, msg))
+        elif t == ofp.OFPT_PACKET_OUT:
+            if _direct_out_as_is(d, msg):
+                d.dp.send_msg(msg)
+            else:
+                self._app_packet_out(self.map.logical(ldpid), msg)
+        elif t == ofp.OFPT_BARRIER_REQUEST:
+            self._barrier(self.map.logical(ldpid), msg.xid)
+        elif type(msg).__name__ in ofstats.KINDS:
+            req = copy.copy(msg)  # numbered by the bridge's connection; answered with the app's
+            req.xid = None
+            self.passed[(d.dp.id, d.dp.set_xid(req))] = (ldpid, msg.xid)
+            d.dp.send_msg(req)
+        else:
+            LOG.error("lime: %s from an app to %#x is not translated yet: dropped",
+                      type(msg).__name__, ldpid)
+            return False
+        return True
+
+    def _direct_translated(self, d: Direct, msg: Any) -> Any:
+        """The app's FLOW_MOD with its apply-actions translated (a flood made outputs to the
+        switch's ports; an output to a port it does not have dropped), as the full translation
+        would; nothing else of it changes."""
+        ls = self.map.logical(d.ldp.id)
+        rule = ofconv.flow_mod_from(msg).rule
+        in_lport = match_get(rule.match, "in_port")
+        if in_lport is not None and in_lport not in d.ports:
+            raise ValueError(f"it matches in_port {in_lport}, which is no port of the switch")
+        acts, dropped = tr.translate_actions(ls, ls.instances[ls.dpid], rule.actions, in_lport)
+        if dropped:
+            LOG.info("lime: a rule of %#x outputs to port(s) %s it does not have: left out",
+                     ls.dpid, list(dropped))
+        out = copy.copy(msg)
+        out.instructions = ofconv.instructions_to(d.dp.ofproto, d.dp.ofproto_parser,
+                                                  rule.with_actions(acts))
+        return out
+
+    def adopt(self, ls: LogicalSwitch) -> None:
+        """A direct switch taken over by the shim before an operation changes its map: its
+        bridge's rules (the app's) read into the logical table and replaced in place by the
+        shim's copies (same key: the counts carry over). Apps' messages meanwhile are held, then
+        sent in order. Called from an operation's greenthread; ValueError if the rules were not
+        read (the switch stays direct)."""
+        d = self._direct_to(ls.dpid, None)
+        if d is None:
+            self.translated.add(ls.dpid)
+            return
+        self.adopting[ls.dpid] = []
+        done = compat.hub.Event()
+        taken: List[bool] = []
+
+        def got(rows: Rows) -> None:
+            taken.append(rows is not None and self._take_rules(ls, d, rows))
+            done.set()
+        xid = self._ask(ls.dpid, [d.dp.id], "rules", got)
+        if not done.wait(timeout=LEAVING_WAIT_S):
+            self.stats_wait.pop((ls.dpid, xid), None)
+        if taken and taken[0]:
+            return
+        if self.phys.get(ls.dpid) is d.dp:
+            self._direct_to(ls.dpid, d)
+        self._release(ls.dpid)
+        raise ValueError(f"the rules of {ls.dpid:#x} could not be read: nothing changed")
+
+    def _take_rules(self, ls: LogicalSwitch, d: Direct, rows: Dict[int, List[Any]]) -> bool:
+        now = time.monotonic()
+        table, lc = self.tables[ls.dpid], self.counters[ls.dpid]
+        keys: Dict[Any, int] = {}
+        for rule, age in ofstats.rule_rows(d.dp.ofproto, rows.get(d.dp.id, [])):
+            if rule.cookie & tr.COOKIE_MASK == tr.COOKIE_MARK:
+                continue  # the shim's own (none on a direct switch, unless a run before left it)
+            for e in table.apply(FlowMod(OFPFC_ADD, rule), now - age).added:
+                lc.rule_added(e.serial, e.rule)
+                keys[e.rule.key] = e.serial
+        self.adopted[ls.dpid] = keys
+        self.translated.add(ls.dpid)
+        self.save()
+        LOG.info("lime: %#x adopted: %d rule(s) of its bridge in the logical table", ls.dpid,
+                 len(keys))
+        self.reinstall(ls)
+        self._release(ls.dpid)
+        return True
+
+    def _release(self, ldpid: int) -> None:
+        """The apps' messages held while a switch was adopted, in order (more may come while a
+        send yields: they join the same queue)."""
+        held = self.adopting.get(ldpid, [])
+        while held:
+            ldp, msg = held.pop(0)
+            self._from_app(ldp, msg)
+        self.adopting.pop(ldpid, None)
 
     def _flow_mod(self, ls: LogicalSwitch, fm: FlowMod, raw: Any = None) -> None:
         change = self.tables[ls.dpid].apply(fm, time.monotonic())
@@ -579,15 +827,39 @@ class LimeShim(compat.RyuApp):
         if eventlet.getcurrent() is not getattr(self, "loop", None):
             self.send_event(self.name, _Deliver(ev, state))
             return
-        for name in self.get_observers(ev, state):
-            brick = compat.app_manager.lookup_service_brick(name)
-            if brick is None:
-                continue
-            for handler in brick.get_handlers(ev, state):
-                try:
-                    handler(ev)
-                except Exception:  # noqa: BLE001 -- one app failing must not stop the others
-                    LOG.exception("%s in %s's handler for %s", MARKER, name, type(ev).__name__)
+        for name, handler in self._handlers_of(ev, state):
+            try:
+                handler(ev)
+            except Exception:  # noqa: BLE001 -- one app failing must not stop the others
+                LOG.exception("%s in %s's handler for %s", MARKER, name, type(ev).__name__)
+
+    def _packet_ins_alone(self) -> bool:
+        """Is the shim the only app the platform gives packet-ins to (the others take theirs
+        from the shim)? Asked again when another app has loaded."""
+        bricks = len(compat.app_manager.SERVICE_BRICKS)
+        if bricks != self._alone_at:
+            source = compat.app_manager.lookup_service_brick("ofp_event")
+            takers = source.observers.get(compat.ofp_event.EventOFPPacketIn, {}) if source else {}
+            self._alone, self._alone_at = set(takers) <= {self.name}, bricks
+            LOG.info("lime: packet-ins taken from the platform by %s", sorted(takers))
+        return self._alone
+
+    def _handlers_of(self, ev: Any, state: Any) -> List[Tuple[str, Callable[[Any], None]]]:
+        """The apps' handlers for an event, looked up once per event class and state (apps
+        register theirs as they load: the cache is refilled when one more has loaded)."""
+        bricks = len(compat.app_manager.SERVICE_BRICKS)
+        if bricks != self._bricks:
+            self._handlers, self._bricks = {}, bricks
+        key = (ev.__class__, state)
+        found = self._handlers.get(key)
+        if found is None:
+            found = []
+            for name in self.get_observers(ev, state):
+                brick = compat.app_manager.lookup_service_brick(name)
+                if brick is not None:
+                    found += [(name, h) for h in brick.get_handlers(ev, state)]
+            self._handlers[key] = found
+        return found
 
     @compat.set_ev_cls(_Deliver)
     @loud
@@ -595,13 +867,13 @@ class LimeShim(compat.RyuApp):
         self._to_apps(ev.ev, ev.state)
 
     # -- statistics (LIME sec. 4.2) ------------------------------------------------------------------
-    def _ask(self, ldpid: int, pdpids: List[int], kind: str, then: Callable[[Rows], None]) -> None:
+    def _ask(self, ldpid: int, pdpids: List[int], kind: str, then: Callable[[Rows], None]) -> int:
         """One stats request (`ofstats.request` kind) per live instance; then(rows by instance)
-        once all answered, then(None) if one went away first."""
+        once all answered, then(None) if one went away first. The request's logical xid."""
         live = [d for d in pdpids if d in self.phys]
         if not live:
             then(None)
-            return
+            return 0
         xid = self.ldps[ldpid].set_xid(_Xid())
         self.joins[ldpid].start(xid, live)
         self.stats_wait[(ldpid, xid)] = then
@@ -610,6 +882,7 @@ class LimeShim(compat.RyuApp):
             req = ofstats.request(dp, kind)
             self.requests[(pdpid, dp.set_xid(req))] = (ldpid, xid)
             dp.send_msg(req)
+        return xid
 
     @compat.set_ev_cls([getattr(compat.ofp_event, n) for n in ofstats.REPLIES
                         if hasattr(compat.ofp_event, n)], compat.MAIN_DISPATCHER)
@@ -618,6 +891,10 @@ class LimeShim(compat.RyuApp):
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
         more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        passed = self.passed.get(key) if more else self.passed.pop(key, None)
+        if passed is not None:
+            self._pass_reply(*passed, msg)
+            return
         target = self.requests.get(key) if more else self.requests.pop(key, None)
         if target is None:
             return
@@ -627,14 +904,48 @@ class LimeShim(compat.RyuApp):
         if then is not None:
             then({d: [row for body in bodies for row in body] for d, bodies in parts.items()})
 
+    def _pass_reply(self, ldpid: int, xid: int, msg: Any) -> None:
+        """A direct switch's answer to an app's request: the app's datapath and xid; ports the
+        switch hides left out."""
+        lmsg = copy.copy(msg)
+        lmsg.datapath, lmsg.xid = self.ldps[ldpid], xid
+        if isinstance(msg.body, list) and msg.body and hasattr(msg.body[0], "port_no"):
+            ports = self.map.logical(ldpid).ports
+            lmsg.body = [r for r in msg.body if r.port_no in ports]
+        self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPErrorMsg, compat.MAIN_DISPATCHER)
+    @loud
+    def _error(self, ev: Any) -> None:
+        """An ERROR answering a request: one of the shim's ends unanswered (an adoption or a
+        timeouts poll would otherwise wait for ever); a direct switch's, for an app's request,
+        goes to the app."""
+        msg = ev.msg
+        key = (msg.datapath.id, msg.xid)
+        passed = self.passed.pop(key, None)
+        if passed is not None:
+            lmsg = copy.copy(msg)
+            lmsg.datapath, lmsg.xid = self.ldps[passed[0]], passed[1]
+            self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
+            return
+        if key in self.requests:
+            LOG.warning("lime: %#x answered a statistics request with error type %d code %d",
+                        msg.datapath.id, msg.type, msg.code)
+            self._request_ended(key)
+
+    def _request_ended(self, key: Tuple[int, int]) -> None:
+        ldpid, xid = self.requests.pop(key)
+        self.joins[ldpid].pending.pop(xid, None)
+        then = self.stats_wait.pop((ldpid, xid), None)
+        if then is not None:
+            then(None)
+
     def _requests_lost(self, pdpid: int) -> None:
         """A connection went: the stats requests waiting for it end unanswered."""
+        for key in [k for k in self.passed if k[0] == pdpid]:
+            del self.passed[key]
         for key in [k for k in self.requests if k[0] == pdpid]:
-            ldpid, xid = self.requests.pop(key)
-            self.joins[ldpid].pending.pop(xid, None)
-            then = self.stats_wait.pop((ldpid, xid), None)
-            if then is not None:
-                then(None)
+            self._request_ended(key)
 
     def _app_stats(self, ls: LogicalSwitch, msg: Any) -> None:
         kind = ofstats.KINDS[type(msg).__name__]
@@ -752,8 +1063,11 @@ class LimeShim(compat.RyuApp):
             compat.hub.sleep(TIMEOUT_POLL_S)
             try:
                 for ls in list(self.map):
-                    if ls.migrating and ls.dpid in self.ready and ls.dpid not in self.polling:
-                        self.polling.add(ls.dpid)
+                    asked = self.polling.get(ls.dpid)
+                    if ls.migrating and ls.dpid in self.ready and (
+                            asked is None or time.monotonic() - asked > LEAVING_WAIT_S):
+                        # (a poll unanswered that long was lost: asked again)
+                        self.polling[ls.dpid] = time.monotonic()
                         self._ask(ls.dpid, list(ls.instances), "flow",
                                   lambda rows, ls=ls: self._timeouts_poll(ls, rows))
                 if self.counters_dirty:
@@ -762,7 +1076,7 @@ class LimeShim(compat.RyuApp):
                 LOG.exception("%s in the LIME timeout poller", MARKER)
 
     def _timeouts_poll(self, ls: LogicalSwitch, rows: Rows) -> None:
-        self.polling.discard(ls.dpid)
+        self.polling.pop(ls.dpid, None)
         if rows is None or not ls.migrating or self.map.switches.get(ls.dpid) is not ls:
             return
         timeouts = self.timeouts.setdefault(ls.dpid, Timeouts())
@@ -831,6 +1145,7 @@ class LimeShim(compat.RyuApp):
             doc = json.loads(raw)
             self.map = Mapping.from_json(json.dumps(doc["map"]))
             self.links = {int(k): v for k, v in doc.get("links", {}).items()}
+            self.translated = {int(d) for d in doc.get("translated", [])}
         except (redis.RedisError, ValueError, KeyError, TypeError, MappingError) as e:
             LOG.error("lime: saved map not loaded (%s): starting from the switches", e)
             self.map, self.links = Mapping(), {}
@@ -841,7 +1156,8 @@ class LimeShim(compat.RyuApp):
     def save(self) -> None:
         try:
             self.redis.set(MAP_KEY, json.dumps({"map": json.loads(self.map.to_json()),
-                                                "links": self.links}))
+                                                "links": self.links,
+                                                "translated": sorted(self.translated)}))
         except redis.RedisError as e:
             LOG.error("lime: map not saved: %s", e)
 
@@ -855,6 +1171,46 @@ def _features(ldp: LogicalDatapath) -> Any:
                                                n_tables=254, auxiliary_id=0, capabilities=0)
     msg.version, msg.msg_type, msg.xid = ofp.OFP_VERSION, ofp.OFPT_FEATURES_REPLY, 0
     return msg
+
+
+def _direct_as_is(d: Direct, msg: Any) -> bool:
+    """Does the FLOW_MOD mean the same on the bridge: no output to, nor match on, a port the
+    switch hides (nor a flood, when it hides some)?"""
+    ofp = d.ldp.ofproto
+    if msg.command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+        return True
+    in_port = ofconv.in_port_of(msg.match)
+    if in_port is not None and in_port not in d.ports:
+        return False
+    for inst in msg.instructions:
+        for a in getattr(inst, "actions", ()):
+            if a.type == ofp.OFPAT_OUTPUT and a.port not in d.ports and \
+                    a.port not in PASS_THROUGH and not (d.flood_ok and a.port in EVERY_PORT):
+                return False
+    return True
+
+
+def _direct_out_as_is(d: Direct, msg: Any) -> bool:
+    """The same for a PACKET_OUT (from the bridge's own port, or the controller)."""
+    ofp = d.ldp.ofproto
+    in_port = getattr(msg, "in_port", None)
+    if in_port is None:  # OpenFlow 1.5: in a match
+        in_port = msg.match["in_port"] if "in_port" in msg.match else ofp.OFPP_CONTROLLER
+    if msg.buffer_id != ofp.OFP_NO_BUFFER or (in_port not in d.ports
+                                              and in_port != ofp.OFPP_CONTROLLER):
+        return False
+    for a in msg.actions:
+        if a.type == ofp.OFPAT_OUTPUT and not (a.port in d.ports and a.port != in_port) \
+                and a.port not in PASS_THROUGH and not (d.flood_ok and a.port in EVERY_PORT):
+            return False
+    return True
+
+
+def _shallow(msg: Any) -> Any:
+    """copy.copy of a parsed message, without copy's generic protocol (a fifth of its cost)."""
+    out = object.__new__(msg.__class__)
+    out.__dict__.update(msg.__dict__)
+    return out
 
 
 def _as_sent(dp: Any, copy_: Rule, rule: Rule, raw: Any) -> Any:

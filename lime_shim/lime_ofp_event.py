@@ -47,8 +47,18 @@ class EventRoleChanged(roles_events.EventRoleChanged):
     role manager's event, as a class of its own: the platform dispatches by exact class."""
 
 
+_BY_CLS: Dict[type, Type[EventOFPMsgBase]] = {}  # a parser's class -> its event class
+
+
 def event_for(msg: Any) -> EventOFPMsgBase:
-    return _BY_MSG["Event" + type(msg).__name__](msg)
+    cls = type(msg)
+    ev = _BY_CLS.get(cls)
+    if ev is None:
+        ev = _BY_CLS[cls] = _BY_MSG["Event" + cls.__name__]
+    return ev(msg)
+
+
+PACKET_IN = _BY_MSG["EventOFPPacketIn"]
 
 
 ALL: List[type] = list(_BY_MSG.values()) + [EventOFPStateChange, EventRoleChanged]

@@ -24,7 +24,7 @@ KINDS = {"OFPFlowStatsRequest": "flow", "OFPFlowDescStatsRequest": "flow",
          "OFPAggregateStatsRequest": "flow", "OFPPortStatsRequest": "port",
          "OFPTableStatsRequest": "table"}
 REPLIES = ("EventOFPFlowStatsReply", "EventOFPFlowDescStatsReply", "EventOFPPortStatsReply",
-           "EventOFPTableStatsReply")
+           "EventOFPTableStatsReply", "EventOFPAggregateStatsReply")
 
 
 def _is15(dp: Any) -> bool:
@@ -32,11 +32,13 @@ def _is15(dp: Any) -> bool:
 
 
 def request(dp: Any, kind: str) -> Any:
-    """What the shim asks one instance: every shim rule, every port, every table."""
+    """What the shim asks one instance: every shim rule ("flow"), every rule ("rules"), every
+    port, every table."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    if kind == "flow":
+    if kind in ("flow", "rules"):
         cls = parser.OFPFlowDescStatsRequest if _is15(dp) else parser.OFPFlowStatsRequest
-        return cls(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_MARK, COOKIE_MASK,
+        cookie, mask = (COOKIE_MARK, COOKIE_MASK) if kind == "flow" else (0, 0)
+        return cls(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask,
                    parser.OFPMatch())
     if kind == "port":
         return parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY)
@@ -53,6 +55,21 @@ def _pb(stat: Any) -> Tuple[int, int]:
 
 def flow_rows(body: List[Any]) -> List[CopyRow]:
     return [(s.cookie, *_pb(s)) for s in body]
+
+
+def rule_rows(ofp: Any, body: List[Any]) -> List[Tuple[Rule, float]]:
+    """Every rule of a bridge as the shim's Rule, with its age in seconds (for `adopt`)."""
+    out = []
+    for s in body:
+        actions, goto, extra = ofconv.instructions_from(ofp, s.instructions)
+        rule = Rule(s.priority, ofconv.match_from(s.match), actions, table_id=s.table_id,
+                    cookie=s.cookie, idle_timeout=s.idle_timeout, hard_timeout=s.hard_timeout,
+                    flags=s.flags, goto=goto, extra=extra)
+        st = getattr(s, "stats", None)
+        sec, nsec = st["duration"] if st is not None and "duration" in st \
+            else (s.duration_sec, s.duration_nsec)
+        out.append((rule, sec + nsec / 1e9))
+    return out
 
 
 def port_fields(body: List[Any]) -> Tuple[str, ...]:

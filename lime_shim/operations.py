@@ -25,7 +25,11 @@ step fails, so a refused operation leaves the map, the rules and the neighbours 
 |            | (a drop-all rule above the others, confirmed by a barrier), its final counters |
 |            | are read, its rules deleted; S' takes every rule as the only instance, a       |
 |            | barrier, then the neighbours' outputs are moved (break before make)            |
-| status     | each logical switch's instances and recorded links                             |
+| status     | each logical switch's instances and recorded links, and the direct switches    |
+
+Clone, ensemble and freeze first adopt the direct switches whose map they change (the switch and
+the neighbours they rewire; see "Direct switches" in app.py): a switch whose rules cannot be read
+refuses the operation before anything else changes.
 """
 from __future__ import annotations
 
@@ -87,12 +91,14 @@ class Operations:
                                                          for lp, pl in sorted(i.out.items())}
                                              for d, i in ls.instances.items()}
                            for ls in m if ls.migrating},
+                "direct": sorted(f"{d:#x}" for d in self.shim.direct),
                 "links": {f"{k:#x}": v for k, v in self.shim.links.items()}}  # [n, port, old, new, onto]
 
     # -- requests -----------------------------------------------------------------------------------
     def _clone_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
         started = time.monotonic()
         ls, inst, moves = self._check_clone(req, self.shim.map)
+        self._adopt([ls, *(n for n, _, _ in moves)])
         self._do_clone(ls, inst, moves)
         return self._done(started, [ls])
 
@@ -110,6 +116,7 @@ class Operations:
                  for k in ((n.dpid, nport), (n.dpid, -new))]
         if len(set(ports)) != len(ports):
             raise ValueError("two switches of the ensemble rewire the same port of a neighbour")
+        self._adopt([s for ls, _, moves in plans for s in (ls, *(n for n, _, _ in moves))])
         done: List[Tuple[LogicalSwitch, int]] = []
         try:
             for ls, inst, moves in plans:
@@ -143,8 +150,14 @@ class Operations:
     def _freeze_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
         started = time.monotonic()
         ls, inst, moves = self._check_clone(req, self.shim.map)
+        self._adopt([ls, *(n for n, _, _ in moves)])
         self.freeze(ls, inst, moves)
         return self._done(started, [ls])
+
+    def _adopt(self, switches: Iterable[LogicalSwitch]) -> None:
+        """Direct switches whose map is about to change taken over by the shim first."""
+        for ls in switches:
+            self.shim.adopt(ls)
 
     def _done(self, started: float, switches: List[LogicalSwitch]) -> Dict[str, Any]:
         self.shim.save()

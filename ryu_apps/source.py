@@ -31,6 +31,11 @@ def idle(app: Any) -> bool:
         return False
     if not LIME:
         return True
-    from sdnmig import compat
-    shim = compat.app_manager.lookup_service_brick(ROLES_BRICK)
+    shim = _shim[0]
+    if shim is None:
+        from sdnmig import compat
+        shim = _shim[0] = compat.app_manager.lookup_service_brick(ROLES_BRICK)
     return shim is None or shim.events.empty()
+
+
+_shim: list = [None]  # the shim's brick, once found

@@ -48,10 +48,15 @@ def port_of(net: Any, sw: str, peer: str) -> int:
     raise AssertionError(f"no link {sw}-{peer}")
 
 
-def shim_flows(bridge: str) -> List[str]:
+def flows(bridge: str) -> List[str]:
+    """Every rule on a bridge, as ovs-ofctl prints it."""
     out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge], check=True,
                          capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if f"cookie={SHIM_COOKIE}" in ln]
+    return [ln for ln in out.splitlines() if "n_packets=" in ln]
+
+
+def shim_flows(bridge: str) -> List[str]:
+    return [ln for ln in flows(bridge) if f"cookie={SHIM_COOKIE}" in ln]
 
 
 # -- the testbeds -----------------------------------------------------------------------------------

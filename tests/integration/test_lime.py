@@ -39,7 +39,8 @@ def test_clone_and_retire_s3_while_h1_pings_h2_loses_nothing(lime_net):
     topo, c1, net = lime_net
     name, h1, h2 = reached(topo, net)
     s3, s3p = name["s3"], name["s3p"]
-    assert shim_flows(s3) and not shim_flows(s3p), "the learning app's rules are the shim's"
+    # s3 is direct (no migration touched it yet): the learning app's rules are on it as sent
+    assert lime_lab.flows(s3) and not shim_flows(s3) and not shim_flows(s3p)
 
     h1.sendCmd(f"ping -n -c 2500 -i 0.002 -W 1 {h2.IP()}")
     start = rx_packets(h2)
@@ -113,13 +114,13 @@ def test_bad_operations_are_refused_and_change_nothing(lime_net):
 
 
 def test_a_rule_the_switch_expired_is_not_cloned(controllers, mininet):
-    """One instance: the switch keeps the app's timeouts and tells the shim, whose table follows;
-    so a clone made later does not bring back rules that had expired."""
+    """One instance: the switch keeps the app's timeouts (it is direct: the rules are the app's
+    own); a clone made later adopts what the switch holds then, not rules that had expired."""
     topo, c1, net = start_lime(controllers, mininet, idle=1)
     name, h1, h2 = reached(topo, net)
     s3, s3p = name["s3"], name["s3p"]
-    assert len(shim_flows(s3)) == 3  # table-miss + one learnt rule per direction
-    poll(lambda: len(shim_flows(s3)) == 1, 10, "the learnt rules expiring on s3")
+    assert len(lime_lab.flows(s3)) == 3  # table-miss + one learnt rule per direction
+    poll(lambda: len(lime_lab.flows(s3)) == 1, 10, "the learnt rules expiring on s3")
     got = lime_op(c1, op="clone", switch=3, onto=spare_dpid(3),
                   ports=lime_lab.s3_request(topo, net)["ports"])
     assert got["ok"], got

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-from typing import List
-
 import pytest
 
 from sdnmig import lime_lab
 from sdnmig.lab import ping, poll, rx_packets
-from sdnmig.lime_lab import OF15, SHIM_COOKIE, lime_op, ping_bg, ping_result, s3_request
+from sdnmig.lime_lab import SHIM_COOKIE, lime_op, ping_bg, ping_result, s3_request
 from tests.integration.test_lime import tx_packets
 from topologies.testbeds import spare_dpid
 
 pytestmark = pytest.mark.ryu
 
 
-def rules(bridge: str) -> List[str]:
-    out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge], check=True,
-                         capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "cookie=" in ln]
+rules = lime_lab.flows
 
 
 def shims_only(bridge: str) -> bool:
@@ -40,7 +35,8 @@ def test_simple_switch_13_survives_clone_and_retire_of_s3(controllers, mininet, 
     log = c1.controller_log.read_text()
     assert "instantiating app ryu_apps.hosted.simple_switch_13 of SimpleSwitch13" in log, log
     assert re.search(r"packet in 3 \S+ \S+ \d+", log), "simple_switch_13 saw logical switch 3"
-    assert shims_only(s3) and not rules(s3p)
+    # s3 is direct until a migration touches it: the app's own rules, as it sent them
+    assert rules(s3) and not lime_lab.shim_flows(s3) and not rules(s3p)
 
     pings = ping_bg(h1, h2, count=2500, interval=0.002)
     start = rx_packets(h2)
@@ -48,6 +44,7 @@ def test_simple_switch_13_survives_clone_and_retire_of_s3(controllers, mininet, 
     got = lime_op(c1, op="clone", **s3_request(topo, net))
     assert got["ok"] and got["instances"] == [3, spare_dpid(3)], got
     assert shims_only(s3p), "the clone has the rules, in the shim's form"
+    assert shims_only(s3), "s3 adopted: the app's rules replaced by the shim's copies"
     poll(lambda: tx_packets(f"{s3p}-eth2") >= 100, 10, "pings through the clone")
     got = lime_op(c1, op="retire", switch=3, instance=3)
     assert got["ok"] and got["instances"] == [spare_dpid(3)], got

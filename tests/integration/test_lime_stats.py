@@ -42,10 +42,7 @@ def probe(inst: Any, timeout: float = 10.0, **req: Any) -> Dict[str, Any]:
 
 def bridge_packets(bridge: str) -> int:
     """Packets counted by the app rules' copies on a bridge (the shim's tunnel rules left out)."""
-    out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-flows", bridge], check=True,
-                         capture_output=True, text=True).stdout
-    return sum(int(m.group(1)) for ln in out.splitlines()
-               if "cookie=0x11ae" in ln and TUNNEL not in ln
+    return sum(int(m.group(1)) for ln in lime_lab.shim_flows(bridge) if TUNNEL not in ln
                for m in [re.search(r"n_packets=(\d+)", ln)] if m)
 
 
@@ -124,3 +121,37 @@ def test_an_idle_timeout_expires_during_a_migration_and_the_app_hears_once(contr
     assert probe(c1, op="barrier")  # anything pending has been delivered by now
     got = [json.loads(x) for x in r.lrange(REMOVED, 0, -1)]
     assert len(got) == 1 and got[0]["priority"] == 7 and got[0]["reason"] == 0, got
+
+
+def app_rules(bridge: str) -> list:
+    """The rules on a bridge that are not the shim's (the apps' own, passed straight through)."""
+    return [ln for ln in lime_lab.flows(bridge) if f"cookie={lime_lab.SHIM_COOKIE}" not in ln]
+
+
+def test_an_untouched_switch_is_direct_until_its_first_clone_adopts_its_rules(controllers, mininet):
+    topo, c1, net = start(controllers, mininet)
+    h1, h2 = (net.get(h) for h in topo.hosts())
+    poll(lambda: ping(h1, h2, count=2, interval=0.2)["received"] == 2 or None, 15, "h1 reaching h2")
+    s3 = topo.prefix + "s3"
+    assert "0x3" in lime_op(c1, op="status")["direct"]
+    assert probe(c1, op="add", priority=7, eth_type=0x88B5)["ok"]  # asks for FLOW_REMOVED
+    probe(c1, op="barrier")
+    # Direct: the apps' rules are on s3 as they sent them, no copy of the shim's.
+    assert bridge_packets(s3) == 0 and len(app_rules(s3)) >= 3, app_rules(s3)
+    rows = probe(c1, op="flow")["body"]
+    assert {r["priority"] for r in rows} >= {7} and all(
+        not r["cookie"] or r["cookie"] >> 48 != 0x11AE for r in rows), rows
+    assert ping(h1, h2, count=20, interval=0.02)["received"] == 20
+    before = poll(lambda: (lambda t: t if t >= 40 else None)(flow_total(c1)), 5,
+                  "the pings counted by s3's rules")
+    s3, s3p = clone_s3(net, topo, c1)
+    status = lime_op(c1, op="status")
+    assert "0x3" not in status["direct"], status
+    # Adopted: every app rule of s3 replaced in place by the shim's copy; the counts carried on.
+    assert app_rules(s3) == [], app_rules(s3)
+    assert bridge_packets(s3) >= before
+    poll(lambda: (lambda t: t >= before and t == bridge_packets(s3) + bridge_packets(s3p))(
+        flow_total(c1)) or None, 5, "the counts going on from the adopted rules")
+    assert {r["priority"] for r in probe(c1, op="flow")["body"]} >= {7}
+    assert _redis(c1).lrange(REMOVED, 0, -1) == []  # replacing a rule removed nothing
+    assert ping(h1, h2, count=20, interval=0.02)["received"] == 20
