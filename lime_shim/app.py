@@ -211,7 +211,8 @@ class LimeShim(compat.RyuApp):
         self._roles: Any = None
         self._handlers: Dict[Tuple[type, Any], List[Tuple[str, Callable[[Any], None]]]] = {}
         self._bricks = -1                            # apps loaded when _handlers was filled
-        self._alone, self._alone_at = False, -1      # see _packet_ins_alone
+        self._alone: Any = None                      # see _packet_in_handlers
+        self._alone_at = -1
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
     def admit(self, msg: Any) -> bool:
@@ -326,8 +327,15 @@ class LimeShim(compat.RyuApp):
         return was
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
-    @loud
     def _phys_packet_in(self, ev: Any) -> None:
+        try:  # (what @loud does, without its call: this is the hot path)
+            self._phys_packet_in_(ev)
+        except Exception:  # noqa: BLE001 -- logged loudly, then the platform drops it
+            self.handler_failures = getattr(self, "handler_failures", 0) + 1
+            LOG.exception("%s in LimeShim._phys_packet_in", MARKER)
+            raise
+
+    def _phys_packet_in_(self, ev: Any) -> None:
         roles = self._roles or self.roles
         if roles is None or not roles.admit(ev.msg):
             return
@@ -341,7 +349,8 @@ class LimeShim(compat.RyuApp):
                 LOG.warning("lime: packet-in from %#x port %d, which is no port of it: dropped",
                             d.ldp.id, in_port)
                 return
-            if self._packet_ins_alone():
+            pins = self._packet_in_handlers()
+            if pins is not None:
                 # The shim is the only app the platform gives packet-ins to, and the role
                 # manager let this one through: the platform's message and event become the
                 # logical ones (a copy and a new event per packet-in made the shim cost 8 % of
@@ -353,7 +362,8 @@ class LimeShim(compat.RyuApp):
                 lmsg = _shallow(msg)  # another app takes the platform's: left as it is
                 lmsg.datapath, lmsg.buffer_id = d.ldp, d.ldp.ofproto.OFP_NO_BUFFER
                 lev_ = lev.event_for(lmsg)
-            for name, handler in self._handlers_of(lev_, compat.MAIN_DISPATCHER):
+                pins = self._handlers_of(lev_, compat.MAIN_DISPATCHER)
+            for name, handler in pins:
                 try:  # (as _to_apps does: this is the event loop)
                     handler(lev_)
                 except Exception:  # noqa: BLE001 -- one app failing must not stop the others
@@ -833,14 +843,17 @@ class LimeShim(compat.RyuApp):
             except Exception:  # noqa: BLE001 -- one app failing must not stop the others
                 LOG.exception("%s in %s's handler for %s", MARKER, name, type(ev).__name__)
 
-    def _packet_ins_alone(self) -> bool:
-        """Is the shim the only app the platform gives packet-ins to (the others take theirs
-        from the shim)? Asked again when another app has loaded."""
+    def _packet_in_handlers(self) -> Optional[List[Tuple[str, Callable[[Any], None]]]]:
+        """The apps' packet-in handlers if the shim is the only app the platform gives
+        packet-ins to (the others take theirs from the shim), else None. Asked again when
+        another app has loaded."""
         bricks = len(compat.app_manager.SERVICE_BRICKS)
         if bricks != self._alone_at:
             source = compat.app_manager.lookup_service_brick("ofp_event")
             takers = source.observers.get(compat.ofp_event.EventOFPPacketIn, {}) if source else {}
-            self._alone, self._alone_at = set(takers) <= {self.name}, bricks
+            self._alone_at = bricks
+            self._alone = self._handlers_of(_PIN_KEY, compat.MAIN_DISPATCHER) \
+                if set(takers) <= {self.name} else None
             LOG.info("lime: packet-ins taken from the platform by %s", sorted(takers))
         return self._alone
 
@@ -1204,6 +1217,9 @@ def _direct_out_as_is(d: Direct, msg: Any) -> bool:
                 and a.port not in PASS_THROUGH and not (d.flood_ok and a.port in EVERY_PORT):
             return False
     return True
+
+
+_PIN_KEY = lev.PACKET_IN.__new__(lev.PACKET_IN)  # what _handlers_of looks packet-in handlers up by
 
 
 def _shallow(msg: Any) -> Any:

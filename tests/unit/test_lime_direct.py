@@ -127,7 +127,8 @@ def test_a_flood_on_a_switch_that_hides_a_port_is_translated_to_its_ports():
 @pytest.mark.parametrize("alone", [True, False])
 def test_a_direct_packet_in_reaches_the_apps_on_the_logical_datapath(alone):
     shim, dp, ldp, got = shim_with([1, 2, 3], hidden=[3])
-    shim._packet_ins_alone = lambda: alone  # another app takes the platform's packet-ins, or not
+    shim._alone_at = len(compat.app_manager.SERVICE_BRICKS)  # another app takes them, or not
+    shim._alone = [("app", got.append)] if alone else None
     sent = []
     for port in (1, 3):
         msg = compat.parse(OFP.OFP_VERSION, ob.packet_in(9, OFP.OFP_NO_BUFFER, port,
