@@ -87,6 +87,7 @@ from lime_shim.timeouts import Timeouts
 from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect
 from ryu_apps.loud import MARKER, loud
+from ryu_apps.loud import failed as loud_failed
 from ryu_apps.roles.app import BRICK_NAME as PHYS_ROLES_BRICK
 from ryu_apps.roles.core import Role
 from ryu_apps.roles.events import EventRoleChanged as PhysRoleChanged
@@ -211,7 +212,7 @@ class LimeShim(compat.RyuApp):
         self._roles: Any = None
         self._handlers: Dict[Tuple[type, Any], List[Tuple[str, Callable[[Any], None]]]] = {}
         self._bricks = -1                            # apps loaded when _handlers was filled
-        self._alone: Any = None                      # see _packet_in_handlers
+        self._pin_handlers: Any = None               # see _packet_in_handlers
         self._alone_at = -1
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
@@ -331,8 +332,7 @@ class LimeShim(compat.RyuApp):
         try:  # (what @loud does, without its call: this is the hot path)
             self._phys_packet_in_(ev)
         except Exception:  # noqa: BLE001 -- logged loudly, then the platform drops it
-            self.handler_failures = getattr(self, "handler_failures", 0) + 1
-            LOG.exception("%s in LimeShim._phys_packet_in", MARKER)
+            loud_failed(self, "_phys_packet_in")
             raise
 
     def _phys_packet_in_(self, ev: Any) -> None:
@@ -344,9 +344,9 @@ class LimeShim(compat.RyuApp):
         if d is None or d.dp is not msg.datapath:
             self._packet_in(msg)
         elif d.ldp.id in self.ready:
-            in_port = ofconv.packet_in_port(msg.match)
+            in_port = ofconv.in_port_of(msg.match)
             if in_port not in d.ports:
-                LOG.warning("lime: packet-in from %#x port %d, which is no port of it: dropped",
+                LOG.warning("lime: packet-in from %#x port %s, which is no port of it: dropped",
                             d.ldp.id, in_port)
                 return
             pins = self._packet_in_handlers()
@@ -852,10 +852,10 @@ class LimeShim(compat.RyuApp):
             source = compat.app_manager.lookup_service_brick("ofp_event")
             takers = source.observers.get(compat.ofp_event.EventOFPPacketIn, {}) if source else {}
             self._alone_at = bricks
-            self._alone = self._handlers_of(_PIN_KEY, compat.MAIN_DISPATCHER) \
+            self._pin_handlers = self._handlers_of(_PIN_KEY, compat.MAIN_DISPATCHER) \
                 if set(takers) <= {self.name} else None
             LOG.info("lime: packet-ins taken from the platform by %s", sorted(takers))
-        return self._alone
+        return self._pin_handlers
 
     def _handlers_of(self, ev: Any, state: Any) -> List[Tuple[str, Callable[[Any], None]]]:
         """The apps' handlers for an event, looked up once per event class and state (apps

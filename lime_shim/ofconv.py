@@ -167,14 +167,6 @@ def in_port_of(ofmatch: Any) -> Optional[int]:
     return None
 
 
-def packet_in_port(ofmatch: Any) -> int:
-    """A parsed packet-in's in_port (the parser's `match["in_port"]` builds a dict each time)."""
-    for k, v in ofmatch._fields2:
-        if k == "in_port":
-            return v
-    return ofmatch["in_port"]
-
-
 def flow_add_to(dp: Any, rule: Rule) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     insts = instructions_to(ofp, parser, rule)

@@ -96,10 +96,15 @@ class Operations:
 
     # -- requests -----------------------------------------------------------------------------------
     def _clone_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        return self._one_switch(req, self._do_clone)
+
+    def _one_switch(self, req: Dict[str, Any],
+                    do: Callable[[LogicalSwitch, Instance, List[Move]], None]) -> Dict[str, Any]:
+        """A clone or a freeze: checked, the switches it changes adopted, then done."""
         started = time.monotonic()
         ls, inst, moves = self._check_clone(req, self.shim.map)
         self._adopt([ls, *(n for n, _, _ in moves)])
-        self._do_clone(ls, inst, moves)
+        do(ls, inst, moves)
         return self._done(started, [ls])
 
     def _ensemble_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
@@ -148,11 +153,7 @@ class Operations:
         return self._done(started, [ls for ls, _ in steps])
 
     def _freeze_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
-        started = time.monotonic()
-        ls, inst, moves = self._check_clone(req, self.shim.map)
-        self._adopt([ls, *(n for n, _, _ in moves)])
-        self.freeze(ls, inst, moves)
-        return self._done(started, [ls])
+        return self._one_switch(req, self.freeze)
 
     def _adopt(self, switches: Iterable[LogicalSwitch]) -> None:
         """Direct switches whose map is about to change taken over by the shim first."""

@@ -128,7 +128,7 @@ def test_a_flood_on_a_switch_that_hides_a_port_is_translated_to_its_ports():
 def test_a_direct_packet_in_reaches_the_apps_on_the_logical_datapath(alone):
     shim, dp, ldp, got = shim_with([1, 2, 3], hidden=[3])
     shim._alone_at = len(compat.app_manager.SERVICE_BRICKS)  # another app takes them, or not
-    shim._alone = [("app", got.append)] if alone else None
+    shim._pin_handlers = [("app", got.append)] if alone else None
     sent = []
     for port in (1, 3):
         msg = compat.parse(OFP.OFP_VERSION, ob.packet_in(9, OFP.OFP_NO_BUFFER, port,
@@ -244,7 +244,7 @@ def test_in_port_of_reads_every_kind_of_match():
     assert ofconv.in_port_of(PARSER15.OFPMatch()) is None
     buf = bytearray()
     PARSER15.OFPMatch(eth_type=0x800, in_port=9).serialize(buf, 0)
-    assert ofconv.packet_in_port(PARSER15.OFPMatch.parser(bytes(buf), 0)) == 9
+    assert ofconv.in_port_of(PARSER15.OFPMatch.parser(bytes(buf), 0)) == 9
 
 
 def test_rule_rows_read_openflow_13_and_15_rows_alike():
