@@ -56,6 +56,9 @@ switch is translated as above, also once it is back on one instance.
 |             |                                     |             | the operation refused             |
 | translated  | FLOW_REMOVED of an adopted rule,    | translated  | it leaves the table; the app is   |
 |             | sent before its copy replaced it    |             | told                              |
+| translated  | bridge connects again (or the shim  | translated  | every rule on the bridge deleted  |
+|             | restarted)                          |             | (an adoption a crash cut short    |
+|             |                                     |             | leaves the app's), copies put in  |
 | translated  | (anything else)                     | translated  | never direct again                |
 
 Operations (clone, retire, status) arrive on the instance's own Redis, channel `lime:ops` (JSON),
@@ -64,6 +67,7 @@ and are answered on the channel the request names; `operations.py` carries them 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import random
@@ -103,12 +107,12 @@ LEAVING_WAIT_S = 5.0    # instance_leaving waits this long for the last counts
 Rows = Optional[Dict[int, List[Any]]]  # joined stats rows by instance; None: not all answered
 
 
-class _Deliver(compat.event.EventBase):
-    """An event for the apps, raised outside the shim's event loop (see LimeShim._to_apps)."""
+class _OnLoop(compat.event.EventBase):
+    """Work for the shim's event loop, from another greenthread (see LimeShim.on_loop)."""
 
-    def __init__(self, ev: Any, state: Any) -> None:
+    def __init__(self, work: Callable[[], None]) -> None:
         super().__init__()
-        self.ev, self.state = ev, state
+        self.work = work
 
 
 class Direct:
@@ -214,6 +218,7 @@ class LimeShim(compat.RyuApp):
         self._bricks = -1                            # apps loaded when _handlers was filled
         self._pin_handlers: Any = None               # see _packet_in_handlers
         self._alone_at = -1
+        self._bricks_dict = compat.app_manager.SERVICE_BRICKS  # (the platform's, never rebound)
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
     def admit(self, msg: Any) -> bool:
@@ -292,9 +297,12 @@ class LimeShim(compat.RyuApp):
         if self.synced.get(dp.id) is not dp:
             # A new connection: what the bridge holds may be an earlier run's, or older than a
             # map change made while it was away. Start it over from the logical tables.
+            # A translated switch's bridge holds only the shim's copies; any other rule is one
+            # an adoption cut short by a crash did not replace yet: all go.
             self.synced[dp.id] = dp
             self.forget(dp.id)
-            dp.send_msg(ofconv.flow_delete_cookie_all(dp))
+            everything = ls.dpid in self.translated or dp.id != ls.dpid
+            dp.send_msg(ofmsgs.flow_delete(dp) if everything else ofconv.flow_delete_cookie_all(dp))
             self.reinstall(ls, only=dp.id)
         self._set_direct(ls, dp)
         if ls.dpid in self.ready:
@@ -329,45 +337,48 @@ class LimeShim(compat.RyuApp):
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
     def _phys_packet_in(self, ev: Any) -> None:
-        try:  # (what @loud does, without its call: this is the hot path)
-            self._phys_packet_in_(ev)
-        except Exception:  # noqa: BLE001 -- logged loudly, then the platform drops it
-            loud_failed(self, "_phys_packet_in")
-            raise
-
-    def _phys_packet_in_(self, ev: Any) -> None:
-        roles = self._roles or self.roles
-        if roles is None or not roles.admit(ev.msg):
-            return
+        """The hot path: one function, its own @loud inline (each call level cost the learning
+        app ~0.5 % of its throughput; experiments/lime_overhead.py)."""
         msg = ev.msg
-        d = self.direct.get(msg.datapath.id)
-        if d is None or d.dp is not msg.datapath:
-            self._packet_in(msg)
-        elif d.ldp.id in self.ready:
+        try:
+            roles = self._roles or self.roles
+            if roles is None or not roles.admit(msg):
+                return
+            d = self.direct.get(msg.datapath.id)
+            if d is None or d.dp is not msg.datapath:
+                self._packet_in(msg)
+                return
+            ldp = d.ldp
+            if ldp.id not in self.ready:
+                return
             in_port = ofconv.in_port_of(msg.match)
             if in_port not in d.ports:
                 LOG.warning("lime: packet-in from %#x port %s, which is no port of it: dropped",
-                            d.ldp.id, in_port)
+                            ldp.id, in_port)
                 return
-            pins = self._packet_in_handlers()
+            pins = self._pin_handlers if self._alone_at == len(self._bricks_dict) \
+                else self._packet_in_handlers()
             if pins is not None:
                 # The shim is the only app the platform gives packet-ins to, and the role
                 # manager let this one through: the platform's message and event become the
                 # logical ones (a copy and a new event per packet-in made the shim cost 8 % of
-                # the learning app's throughput instead of 2-3 %; experiments/lime_overhead.py).
-                msg.datapath, msg.buffer_id = d.ldp, d.ldp.ofproto.OFP_NO_BUFFER
+                # the learning app's throughput instead of 2-3 %).
+                msg.datapath, msg.buffer_id = ldp, ldp.ofproto.OFP_NO_BUFFER
                 ev.__class__ = lev.PACKET_IN
                 lev_ = ev
             else:
                 lmsg = _shallow(msg)  # another app takes the platform's: left as it is
-                lmsg.datapath, lmsg.buffer_id = d.ldp, d.ldp.ofproto.OFP_NO_BUFFER
+                lmsg.datapath, lmsg.buffer_id = ldp, ldp.ofproto.OFP_NO_BUFFER
                 lev_ = lev.event_for(lmsg)
                 pins = self._handlers_of(lev_, compat.MAIN_DISPATCHER)
-            for name, handler in pins:
-                try:  # (as _to_apps does: this is the event loop)
-                    handler(lev_)
-                except Exception:  # noqa: BLE001 -- one app failing must not stop the others
-                    LOG.exception("%s in %s's handler for %s", MARKER, name, "packet-in")
+        except Exception:  # noqa: BLE001 -- logged loudly, then the platform drops it
+            loud_failed(self, "_phys_packet_in")
+            raise
+        for name, handler in pins:
+            try:  # (as _to_apps does: this is the event loop)
+                handler(lev_)
+            except Exception:  # noqa: BLE001 -- one app failing must not stop the others
+                LOG.exception("%s in %s's handler for %s", MARKER, name, "packet-in")
 
     def _packet_in(self, msg: Any) -> None:
         pdp = msg.datapath
@@ -531,6 +542,17 @@ class LimeShim(compat.RyuApp):
                   or desc.config & ofp.OFPPC_PORT_DOWN)
         if self.ports[ls.dpid].update(lport, inst.dpid, up) is not None:
             self.report_port(ls, lport, msg.reason, desc)
+
+    def instance_ports_gone(self, ls: LogicalSwitch, pdpid: int) -> None:
+        """A retired instance no longer holds its ports down: those up everywhere else are
+        reported up. Decided in the event loop (see on_loop), after any PORT_STATUS queued."""
+        def decide() -> None:
+            ldp = self.ldps[ls.dpid]
+            for lport, up in self.ports[ls.dpid].instance_gone(pdpid):
+                desc = ldp.ports.get(lport)
+                if desc is not None and up:
+                    self.report_port(ls, lport, ldp.ofproto.OFPPR_MODIFY, desc)
+        self.on_loop(decide)
 
     def report_port(self, ls: LogicalSwitch, lport: int, reason: int, desc: Any) -> None:
         ldp = self.ldps[ls.dpid]
@@ -835,7 +857,7 @@ class LimeShim(compat.RyuApp):
         dispatch cost), and every app still sees the shim's events one at a time, in order.
         Events raised elsewhere (operations, pollers) go through the shim's own queue first."""
         if eventlet.getcurrent() is not getattr(self, "loop", None):
-            self.send_event(self.name, _Deliver(ev, state))
+            self.send_event(self.name, _OnLoop(functools.partial(self._to_apps, ev, state)))
             return
         for name, handler in self._handlers_of(ev, state):
             try:
@@ -874,10 +896,19 @@ class LimeShim(compat.RyuApp):
             self._handlers[key] = found
         return found
 
-    @compat.set_ev_cls(_Deliver)
+    def on_loop(self, work: Callable[[], None]) -> None:
+        """`work` done in the shim's event loop, after the events already queued there: a
+        decision that reads state those events change (a port's state, say) is not overtaken by
+        them."""
+        if eventlet.getcurrent() is getattr(self, "loop", None):
+            work()
+        else:
+            self.send_event(self.name, _OnLoop(work))
+
+    @compat.set_ev_cls(_OnLoop)
     @loud
-    def _deliver(self, ev: "_Deliver") -> None:
-        self._to_apps(ev.ev, ev.state)
+    def _on_loop(self, ev: _OnLoop) -> None:
+        ev.work()
 
     # -- statistics (LIME sec. 4.2) ------------------------------------------------------------------
     def _ask(self, ldpid: int, pdpids: List[int], kind: str, then: Callable[[Rows], None]) -> int:

@@ -10,7 +10,8 @@ step fails, so a refused operation leaves the map, the rules and the neighbours 
 |            | link to); every rule copied, translated; S takes its migration form; a barrier |
 |            | on every instance (S' confirmed its rules, else undone); then each given       |
 |            | neighbour: a second input (the link to S'), then its output moved to that link |
-|            | (make before break); the links are recorded                                    |
+|            | (make before break); the links are recorded. A rewire failing: the neighbours  |
+|            | rewired so far put back, one by one, and the clone undone                      |
 | ensemble   | several clones as one: all checked first; one failing undoes those before it   |
 | move_host  | the host's port becomes local on the instance it moves to (its new interface   |
 |            | an input there, rules installed, barrier), then the instance it leaves tunnels |
@@ -127,7 +128,7 @@ class Operations:
             for ls, inst, moves in plans:
                 self._do_clone(ls, inst, moves)
                 done.append((ls, inst.dpid))
-        except ValueError:
+        except Exception:
             for ls, onto in reversed(done):  # all or nothing: the clones made so far rolled back
                 self.retire(ls, onto)
             raise
@@ -215,15 +216,28 @@ class Operations:
         if not self._barrier(ls):
             self._drop_instance(ls, inst.dpid)
             raise ValueError(f"clone target {inst.dpid:#x} did not confirm its rules: clone undone")
-        links = []
-        for n, nport, new in moves:  # make before break: a second input first, then the output
-            ninst = n.instances[n.dpid]
-            old = ninst.local(nport)
-            shim.map.set_instance(n.dpid, _with(ninst, ins={new: nport}))
-            shim.reinstall(n)
-            shim.map.set_instance(n.dpid, _with(n.instances[n.dpid], out={nport: Local(new)}))
-            shim.reinstall(n)
-            links.append([n.dpid, nport, old, new, inst.dpid])
+        links: List[List[int]] = []
+        was: List[Tuple[LogicalSwitch, Instance]] = []
+        try:
+            for n, nport, new in moves:  # make before break: a second input, then the output
+                ninst = n.instances[n.dpid]
+                was.append((n, ninst))
+                old = ninst.local(nport)
+                shim.map.set_instance(n.dpid, _with(ninst, ins={new: nport}))
+                shim.reinstall(n)
+                shim.map.set_instance(n.dpid, _with(n.instances[n.dpid], out={nport: Local(new)}))
+                shim.reinstall(n)
+                links.append([n.dpid, nport, old, new, inst.dpid])
+        except Exception as e:
+            failed = n.dpid
+            for n, ninst in reversed(was):  # each neighbour back as it was, then the clone goes
+                shim.map.set_instance(n.dpid, ninst)
+                shim.reinstall(n)
+            self._drop_instance(ls, inst.dpid)
+            if not isinstance(e, ValueError):
+                raise  # a bug: undone, and loud
+            raise ValueError(f"neighbour {failed:#x} could not be rewired ({e}): clone "
+                             "undone") from e
         shim.links[ls.dpid] = links
 
     def _check_neighbours(self, ls: LogicalSwitch, neighbours: List[Tuple[int, ...]],
@@ -336,10 +350,7 @@ class Operations:
                 ins = {p: lp for p, lp in ninst.ins.items() if p != gone}
                 shim.map.set_instance(ndpid, Instance(ninst.dpid, dict(ninst.out), ins))
                 shim.reinstall(n)
-            for lport, up in shim.ports[ls.dpid].instance_gone(pdpid):
-                desc = shim.ldps[ls.dpid].ports.get(lport)
-                if desc is not None and up:
-                    shim.report_port(ls, lport, shim.ldps[ls.dpid].ofproto.OFPPR_MODIFY, desc)
+            shim.instance_ports_gone(ls, pdpid)
 
     # -- the baseline -------------------------------------------------------------------------------
     def freeze(self, ls: LogicalSwitch, inst: Instance, moves: List[Move]) -> None:

@@ -258,3 +258,20 @@ def test_rule_rows_read_openflow_13_and_15_rows_alike():
                                                      [PARSER15.OFPActionOutput(2)])])
     (rule15, age15), = ofstats.rule_rows(OFP15, [row15])
     assert rule15 == rule and age15 == 3.5
+
+
+def test_a_bridge_connecting_again_loses_every_rule_once_its_switch_is_translated():
+    shim, dp, ldp, _ = shim_with([1, 2, 3])
+    again = Bridge(1, [1, 2, 3])  # the same switch, a new connection (or a restarted shim)
+    shim.phys[1] = again
+    shim._role_changed(SimpleNamespace(datapath=again, role=Role.MASTER, released=()))
+    assert again.sent[0].cookie_mask == tr.COOKIE_MASK  # direct: the apps' rules are its table
+    answer_rules(shim, again, [rule_row(5, 1, 2)])
+    shim.adopt(shim.map.logical(1))
+    last = Bridge(1, [1, 2, 3])
+    shim.phys[1] = last
+    shim._role_changed(SimpleNamespace(datapath=last, role=Role.MASTER, released=()))
+    wipe, *copies = last.sent  # translated: an app rule left there (an adoption a crash cut
+    assert wipe.command == OFP.OFPFC_DELETE and wipe.cookie_mask == 0  # short) goes too
+    assert [tr.serial_of(m.cookie) is not None for m in copies] == [True]
+    assert 1 not in shim.direct
