@@ -209,6 +209,8 @@ class LimeShim(compat.RyuApp):
         self.unpolled: Set[Tuple[int, int]] = set()  # (ldpid, pdpid): port/table rows not live
         self.polling: Dict[int, float] = {}         # ldpid -> when its poll was asked
         self.direct: Dict[int, Direct] = {}          # ldpid -> its bridge (pass-through)
+        self.phase_wait: Dict[Tuple[int, int], Tuple[int, List[Any]]] = {}  # (ldpid, serial):
+        # first halves not confirmed yet, and the packet-ins they raised meanwhile (_two_phase)
         self.translated: Set[int] = set()            # switches adopted once: never direct again
         self.adopting: Dict[int, List[Tuple[Any, Any]]] = {}  # ldpid -> apps' messages held
         self.adopted: Dict[int, Dict[Any, int]] = {}  # ldpid -> rule key -> serial, at adoption
@@ -396,8 +398,17 @@ class LimeShim(compat.RyuApp):
                                                              msg.data):
             LOG.warning("lime: the same packet from two instances of %#x: reported once", ls.dpid)
             return
-        table = self.tables[ls.dpid]
         serial, form = tr.serial_of(msg.cookie), tr.form_of(msg.cookie)
+        held = self.phase_wait.get((ls.dpid, serial)) if form & tr.PHASE_ONE else None
+        if held is not None:  # until every instance has the first half (see _two_phase)
+            held[1].append((inst, msg, in_port, lport))
+            return
+        self._handle_packet_in(ls, inst, msg, in_port, lport, serial, form)
+
+    def _handle_packet_in(self, ls: LogicalSwitch, inst: Instance, msg: Any, in_port: int,
+                          lport: int, serial: Optional[int], form: int) -> None:
+        pdp = msg.datapath
+        table = self.tables[ls.dpid]
         entry = table.by_serial(serial) if serial is not None else None
         forward, report = tr.packet_in_plan(form, entry.rule.actions if entry else None)
         if form & tr.PHASE_ONE and entry is None:  # its rule is gone: by the current table
@@ -761,7 +772,13 @@ class LimeShim(compat.RyuApp):
 
     def _two_phase(self, ls: LogicalSwitch, serial: int, rule: Rule) -> None:
         """LIME sec. 4.1: the new match sending to the shim everywhere, a barrier everywhere, then
-        the rule as it is then (a later change to it has had its own first half by then)."""
+        the rule as it is then (a later change to it has had its own first half by then). The
+        packets the first half sends the shim are held until the barrier: forwarded at once by
+        the new rule, a request could meet the new version while its answer, on an instance
+        not yet at the first half, still met the old one (tests/integration/test_lime_stats)."""
+        key = (ls.dpid, serial)
+        waits, held = self.phase_wait.get(key, (0, []))
+        self.phase_wait[key] = (waits + 1, held)
         self._install(ls, serial, rule, phase_one=True)
 
         def second(ok: bool) -> None:
@@ -771,6 +788,14 @@ class LimeShim(compat.RyuApp):
                             "away); the shim forwards its packets", serial, ls.dpid)
             elif entry is not None:
                 self._install(ls, serial, entry.rule, added=entry.added)
+            waits, held = self.phase_wait.pop(key, (1, []))
+            if waits > 1:  # a later update's first half is not confirmed yet: still held
+                self.phase_wait[key] = (waits - 1, held)
+                return
+            for inst, msg, in_port, lport in held:  # now by the rule as it is
+                if self.map.switches.get(ls.dpid) is ls and inst.dpid in ls.instances:
+                    self._handle_packet_in(ls, ls.instances[inst.dpid], msg, in_port, lport,
+                                           serial, tr.form_of(msg.cookie))
         self.internal_barrier(ls, second)
 
     def internal_barrier(self, ls: LogicalSwitch, then: Callable[[bool], None]) -> None:

@@ -3,7 +3,9 @@
 Requests arrive on Redis channel `lime:probe` as JSON {op, switch, reply, ...}; the answer (one
 JSON message) goes to the `reply` channel once the shim has answered. Ops: `flow` (flow stats;
 `table_id`, `cookie`, `cookie_mask`), `port`, `table`, `aggregate`, `barrier`, `add` (a rule:
-`priority`, `eth_type`, `idle`, `hard`, asks FLOW_REMOVED). Every FLOW_REMOVED and barrier reply
+`priority`, `eth_type`, `idle`, `hard`, asks FLOW_REMOVED), `mark` (a rule version: one rule at
+`priority` for every UDP packet that sets ip_dscp to `dscp` and outputs to each of `out`; an
+output to the packet's own in_port is dropped, so one rule carries both directions). Every FLOW_REMOVED and barrier reply
 it gets is appended (JSON) to the Redis lists `lime:probe:removed` / `lime:probe:barriers`, so a
 test can count them. Load it by module path: `ryu_apps.limeprobe`.
 """
@@ -52,6 +54,14 @@ class LimeProbe(compat.RyuApp):
                                   hard_timeout=req.get("hard", 0), flags=ofp.OFPFF_SEND_FLOW_REM,
                                   match=parser.OFPMatch(eth_type=req["eth_type"]), instructions=[])
             ldp.send_msg(m)
+            self.redis.publish(req["reply"], json.dumps({"ok": True}))
+            return
+        if op == "mark":
+            acts = [parser.OFPActionSetField(ip_dscp=int(req["dscp"]))]
+            acts += [parser.OFPActionOutput(int(out)) for out in req["out"]]
+            ldp.send_msg(parser.OFPFlowMod(
+                ldp, priority=req["priority"], match=parser.OFPMatch(eth_type=0x0800, ip_proto=17),
+                instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts)]))
             self.redis.publish(req["reply"], json.dumps({"ok": True}))
             return
         if op in ("flow", "aggregate"):

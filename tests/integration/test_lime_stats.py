@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict
 
+import pytest
 import redis
 
 from ryu_apps.limeprobe import BARRIERS, CHANNEL, REMOVED
@@ -155,3 +159,54 @@ def test_an_untouched_switch_is_direct_until_its_first_clone_adopts_its_rules(co
     assert {r["priority"] for r in probe(c1, op="flow")["body"]} >= {7}
     assert _redis(c1).lrange(REMOVED, 0, -1) == []  # replacing a rule removed nothing
     assert ping(h1, h2, count=20, interval=0.02)["received"] == 20
+
+
+ECHO = str(Path(lime_lab.__file__).with_name("dscp_echo.py"))
+
+
+@pytest.mark.xfail(strict=False, reason="open (issue 4): 0-3 answers per run still meet the older "
+                   "version although two-phase updates hold the first half's packets until the "
+                   "barrier; suspected: OVS's datapath flow cache still running the old actions "
+                   "after the barrier reply (not confirmed)")
+def test_a_response_is_never_handled_by_an_older_rule_version_than_its_request(
+        controllers, mininet, tmp_path):
+    """LIME sec. 4.1, on the ensemble testbed: every switch cloned, then h3 moved to s3p, so
+    h4's requests to h3 meet the app's rule on s3 and h3's answers meet the same rule on s3p
+    (the instance the shim sends each update to second).
+    The app keeps raising the rule's version (the DSCP it marks packets with); with two-phase
+    updates no answer is handled by an older version than its request was."""
+    topo, c1, net = lime_lab.start(controllers, mininet, ensemble=True,
+                                   apps=("lime", "learning", PROBE))
+    hosts = lime_lab.ensemble_hosts(topo, net)
+    lime_lab.reach_all(hosts)
+    p, (_, _, h3, h4) = topo.prefix, hosts
+    assert lime_op(c1, op="ensemble", steps=lime_lab.ensemble_steps(topo, net))["ok"]
+    assert lime_lab.move_host(c1, topo, net, h3)["ok"]
+    out = [lime_lab.port_of(net, p + "s3", h.name) for h in (h3, h4)]
+
+    def mark(version: int) -> None:  # one rule: UDP out to h3 and h4 (never back in)
+        assert probe(c1, op="mark", priority=100, out=out, dscp=version)["ok"]
+    mark(1)
+    server = h3.popen([sys.executable, ECHO, "serve", "5399"])
+    try:
+        answers_file = tmp_path / "answers.json"
+        client = h4.popen([sys.executable, ECHO, "ask", h3.IP(), "5399", "--count", "2500",
+                           "--interval", "0.002", "--out", str(answers_file)])
+        version = 1
+        while client.poll() is None and version < 60:
+            time.sleep(0.08)
+            version += 1
+            mark(version)
+        assert client.wait(timeout=30) == 0
+    finally:
+        server.kill()
+        server.wait()
+    result = json.loads(answers_file.read_text())
+    answers = result["answers"]  # [seq, the request's version, the answer's version]
+    assert len(answers) >= 0.95 * result["sent"], (len(answers), result["sent"])
+    older = [a for a in answers if a[2] < a[1]]
+    assert older == [], older[:10]
+    assert len({a[1] for a in answers}) >= 20  # the versions changed under the traffic
+    for bridge in (p + "s3", p + "s3p"):  # each instance handled one direction
+        marked = [ln for ln in lime_lab.flows(bridge) if "priority=100" in ln and "udp" in ln]
+        assert any(int(re.search(r"n_packets=(\d+)", ln).group(1)) > 0 for ln in marked), marked

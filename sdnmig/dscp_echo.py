@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Dependent request/response traffic that shows which rule version handled each packet.
+
+Rules of different versions mark packets with different DSCP values. The server answers each
+UDP request with the DSCP the request arrived with; the client records, for each answer, that
+value and the DSCP the answer itself arrived with. If versions only grow, an answer marked with
+an older version than its request was handled by an old rule after its request (its cause) was
+handled by the new one: what LIME's two-phase updates rule out (HotNets'12, sec. 4.1).
+
+    dscp_echo.py serve PORT
+    dscp_echo.py ask HOST PORT --count N --interval S --out FILE   (JSON: sent, answers)
+
+Standard library only: it runs with any Python inside a Mininet host.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import struct
+import time
+from typing import List, Tuple
+
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)  # Linux
+REQUEST = struct.Struct("!I")        # seq
+ANSWER = struct.Struct("!IB")        # seq, the request's DSCP
+
+
+def _received(sock: socket.socket) -> Tuple[bytes, int, tuple]:
+    """(payload, DSCP it arrived with, sender)."""
+    data, anc, _, addr = sock.recvmsg(64, socket.CMSG_SPACE(4))
+    tos = 0
+    for level, kind, raw in anc:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TOS:
+            tos = raw[0]
+    return data, tos >> 2, addr
+
+
+def _socket(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+    sock.bind(("0.0.0.0", port))
+    return sock
+
+
+def serve(port: int) -> None:
+    sock = _socket(port)
+    while True:
+        data, dscp, addr = _received(sock)
+        if len(data) == REQUEST.size:
+            sock.sendto(ANSWER.pack(REQUEST.unpack(data)[0], dscp), addr)
+
+
+def ask(host: str, port: int, count: int, interval: float) -> dict:
+    sock = _socket()
+    sock.setblocking(False)
+    answers: List[List[int]] = []
+    start = time.monotonic()
+    for seq in range(count):
+        sock.sendto(REQUEST.pack(seq), (host, port))
+        due = start + (seq + 1) * interval
+        while True:
+            try:
+                data, dscp, _ = _received(sock)
+            except BlockingIOError:
+                left = due - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, 0.0005))
+                continue
+            if len(data) == ANSWER.size:
+                got, asked = ANSWER.unpack(data)
+                answers.append([got, asked, dscp])
+    end = time.monotonic() + 0.5  # the last answers
+    while time.monotonic() < end:
+        try:
+            data, dscp, _ = _received(sock)
+        except BlockingIOError:
+            time.sleep(0.001)
+            continue
+        if len(data) == ANSWER.size:
+            got, asked = ANSWER.unpack(data)
+            answers.append([got, asked, dscp])
+    return {"sent": count, "answers": answers}  # [seq, request's DSCP, answer's DSCP]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("port", type=int)
+    a = sub.add_parser("ask")
+    a.add_argument("host")
+    a.add_argument("port", type=int)
+    a.add_argument("--count", type=int, default=1000)
+    a.add_argument("--interval", type=float, default=0.002)
+    a.add_argument("--out", required=True)
+    args = p.parse_args()
+    if args.cmd == "serve":
+        serve(args.port)
+    else:
+        result = ask(args.host, args.port, args.count, args.interval)
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()
