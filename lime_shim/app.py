@@ -220,7 +220,6 @@ class LimeShim(compat.RyuApp):
         self._bricks = -1                            # apps loaded when _handlers was filled
         self._pin_handlers: Any = None               # see _packet_in_handlers
         self._alone_at = -1
-        self._bricks_dict = compat.app_manager.SERVICE_BRICKS  # (the platform's, never rebound)
 
     # -- what apps call (as they would call the role manager) ---------------------------------------
     def admit(self, msg: Any) -> bool:
@@ -339,8 +338,7 @@ class LimeShim(compat.RyuApp):
 
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
     def _phys_packet_in(self, ev: Any) -> None:
-        """The hot path: one function, its own @loud inline (each call level cost the learning
-        app ~0.5 % of its throughput; experiments/lime_overhead.py)."""
+        """The hot path: one function, with what @loud does written inline."""
         msg = ev.msg
         try:
             roles = self._roles or self.roles
@@ -358,8 +356,7 @@ class LimeShim(compat.RyuApp):
                 LOG.warning("lime: packet-in from %#x port %s, which is no port of it: dropped",
                             ldp.id, in_port)
                 return
-            pins = self._pin_handlers if self._alone_at == len(self._bricks_dict) \
-                else self._packet_in_handlers()
+            pins = self._packet_in_handlers()
             if pins is not None:
                 # The shim is the only app the platform gives packet-ins to, and the role
                 # manager let this one through: the platform's message and event become the

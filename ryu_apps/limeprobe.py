@@ -5,9 +5,9 @@ JSON message) goes to the `reply` channel once the shim has answered. Ops: `flow
 `table_id`, `cookie`, `cookie_mask`), `port`, `table`, `aggregate`, `barrier`, `add` (a rule:
 `priority`, `eth_type`, `idle`, `hard`, asks FLOW_REMOVED), `mark` (a rule version: one rule at
 `priority` for every UDP packet that sets ip_dscp to `dscp` and outputs to each of `out`; an
-output to the packet's own in_port is dropped, so one rule carries both directions). Every FLOW_REMOVED and barrier reply
-it gets is appended (JSON) to the Redis lists `lime:probe:removed` / `lime:probe:barriers`, so a
-test can count them. Load it by module path: `ryu_apps.limeprobe`.
+output to the packet's own in_port is dropped, so one rule carries both directions). Every
+FLOW_REMOVED and barrier reply it gets is appended (JSON) to the Redis lists
+`lime:probe:removed` / `lime:probe:barriers`, so a test can count them. Load it by module path: `ryu_apps.limeprobe`.
 """
 from __future__ import annotations
 

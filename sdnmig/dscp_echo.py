@@ -51,6 +51,21 @@ def serve(port: int) -> None:
             sock.sendto(ANSWER.pack(REQUEST.unpack(data)[0], dscp), addr)
 
 
+def _collect(sock: socket.socket, answers: List[List[int]], until: float) -> None:
+    """Answers that arrive before `until` (monotonic), as [seq, request's DSCP, answer's]."""
+    while True:
+        try:
+            data, dscp, _ = _received(sock)
+        except BlockingIOError:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.0005))
+            continue
+        if len(data) == ANSWER.size:
+            answers.append([*ANSWER.unpack(data), dscp])
+
+
 def ask(host: str, port: int, count: int, interval: float) -> dict:
     sock = _socket()
     sock.setblocking(False)
@@ -58,29 +73,8 @@ def ask(host: str, port: int, count: int, interval: float) -> dict:
     start = time.monotonic()
     for seq in range(count):
         sock.sendto(REQUEST.pack(seq), (host, port))
-        due = start + (seq + 1) * interval
-        while True:
-            try:
-                data, dscp, _ = _received(sock)
-            except BlockingIOError:
-                left = due - time.monotonic()
-                if left <= 0:
-                    break
-                time.sleep(min(left, 0.0005))
-                continue
-            if len(data) == ANSWER.size:
-                got, asked = ANSWER.unpack(data)
-                answers.append([got, asked, dscp])
-    end = time.monotonic() + 0.5  # the last answers
-    while time.monotonic() < end:
-        try:
-            data, dscp, _ = _received(sock)
-        except BlockingIOError:
-            time.sleep(0.001)
-            continue
-        if len(data) == ANSWER.size:
-            got, asked = ANSWER.unpack(data)
-            answers.append([got, asked, dscp])
+        _collect(sock, answers, start + (seq + 1) * interval)
+    _collect(sock, answers, time.monotonic() + 0.5)  # the last answers
     return {"sent": count, "answers": answers}  # [seq, request's DSCP, answer's DSCP]
 
 
