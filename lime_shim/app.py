@@ -9,7 +9,8 @@ whose `send_msg` comes here. What the shim does with each message:
 |------------------------|--------------------------------------------------------------------|
 | FLOW_MOD               | applied to the logical table; each changed rule translated per     |
 |                        | instance (translate.py); while migrating in two phases: to-shim   |
-|                        | rule, barrier on every instance, then the real rule                |
+|                        | rule, barrier on every instance, `settle_s` (OVS's datapath may   |
+|                        | still run the old rule after its barrier reply), then the real rule|
 | PACKET_OUT             | split by where each output port is (translate.packet_out_plan)    |
 | BARRIER_REQUEST        | one per instance; one reply, after all (merge.Join)               |
 | FLOW/PORT/TABLE/AGGR.  | one per instance; the joined rows folded into the logical view    |
@@ -103,6 +104,7 @@ OPS_CHANNEL = "lime:ops"
 MAP_KEY = "lime:map"
 COUNTERS_KEY = "lime:counters"
 TIMEOUT_POLL_S = 0.5    # how often migrating instances' flow counters are read
+SETTLE_S = 0.02         # default wait between a first half's barrier and the second (_two_phase)
 LEAVING_WAIT_S = 5.0    # instance_leaving waits this long for the last counts
 Rows = Optional[Dict[int, List[Any]]]  # joined stats rows by instance; None: not all answered
 
@@ -170,10 +172,12 @@ class LimeShim(compat.RyuApp):
             self.cfg = config.load()
             self.spares = config.lime_spares()
             self.reserved = config.lime_reserved()
+            settle_s = config.lime_settle_s()
             self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
         except (config.ConfigError, StoreError) as e:
             raise SystemExit(f"sdnmig: {e}") from None
         self.init_state()
+        self.settle_s = settle_s
         self._load()
         self.ops = Operations(self)
         self.threads.append(compat.hub.spawn(self._listen_ops))
@@ -183,6 +187,7 @@ class LimeShim(compat.RyuApp):
         """The shim's tables, empty (apart from __init__ so that unit tests can build a shim
         without a platform, a config or Redis)."""
         self.map = Mapping()
+        self.settle_s = SETTLE_S
         self.links: Dict[int, List[List[int]]] = {}  # ldpid -> [[ndpid, nport, old, new]] (clone)
         self.tables: Dict[int, FlowTable] = {}
         self.ldps: Dict[int, LogicalDatapath] = {}
@@ -407,9 +412,12 @@ class LimeShim(compat.RyuApp):
         pdp = msg.datapath
         table = self.tables[ls.dpid]
         entry = table.by_serial(serial) if serial is not None else None
-        forward, report = tr.packet_in_plan(form, entry.rule.actions if entry else None)
+        acts = entry.rule.actions if entry is not None else None
+        if entry is not None and entry.rule.goto is not None and form & tr.FORM_MASK:
+            acts = tr.pipeline_actions(table, _lookup_fields(msg, lport), entry.rule)
+        forward, report = tr.packet_in_plan(form, acts)
         if form & tr.PHASE_ONE and entry is None:  # its rule is gone: by the current table
-            forward = tr.without_controller(self._by_table(table, msg, lport))
+            forward = tr.without_controller(tr.pipeline_actions(table, _lookup_fields(msg, lport)))
         if forward is not None:
             self._send_plan(tr.packet_out_plan(ls, lport, forward, prefer=inst.dpid,
                                                came_in=in_port), msg.data)
@@ -434,15 +442,6 @@ class LimeShim(compat.RyuApp):
         lmsg.version, lmsg.msg_type, lmsg.xid = msg.version, msg.msg_type, msg.xid
         lmsg.msg_len = msg.msg_len  # the same fields, so the same length
         self._to_apps(lev.event_for(lmsg), compat.MAIN_DISPATCHER)
-
-    def _by_table(self, table: FlowTable, msg: Any, lport: int) -> Tuple[Any, ...]:
-        """The rule that raised a packet-in is gone: the apps' current rules, by lookup."""
-        fields = _packet_fields(msg.data)
-        fields["in_port"] = lport
-        acts: Tuple[Any, ...] = ()
-        for e in table.lookup(fields):
-            acts += e.rule.actions
-        return acts
 
     def _send_plan(self, plan: Dict[int, Tuple[int, Tuple[Any, ...]]], data: bytes) -> None:
         """One PACKET_OUT per instance of a packet_out_plan."""
@@ -770,9 +769,13 @@ class LimeShim(compat.RyuApp):
     def _two_phase(self, ls: LogicalSwitch, serial: int, rule: Rule) -> None:
         """LIME sec. 4.1: the new match sending to the shim everywhere, a barrier everywhere, then
         the rule as it is then (a later change to it has had its own first half by then). The
-        packets the first half sends the shim are held until the barrier: forwarded at once by
-        the new rule, a request could meet the new version while its answer, on an instance
-        not yet at the first half, still met the old one (tests/integration/test_lime_stats)."""
+        packets the first half sends the shim are held until then: forwarded at once by the new
+        rule, a request could meet the new version while its answer, on an instance not yet at
+        the first half, still met the old one (tests/integration/test_lime_stats).
+        The barrier is not enough on Open vSwitch: it answers once its OpenFlow tables changed,
+        but packets that hit a datapath flow cached from the old rule keep its actions until a
+        revalidator redoes that flow, after the reply (experiments/barrier_lag.py measures how
+        long). So the second half waits `settle_s` more."""
         key = (ls.dpid, serial)
         waits, held = self.phase_wait.get(key, (0, []))
         self.phase_wait[key] = (waits + 1, held)
@@ -793,7 +796,15 @@ class LimeShim(compat.RyuApp):
                 if self.map.switches.get(ls.dpid) is ls and inst.dpid in ls.instances:
                     self._handle_packet_in(ls, ls.instances[inst.dpid], msg, in_port, lport,
                                            serial, tr.form_of(msg.cookie))
-        self.internal_barrier(ls, second)
+        self.internal_barrier(ls, lambda ok: self.later(
+            self.settle_s, functools.partial(second, True)) if ok else second(False))
+
+    def later(self, seconds: float, work: Callable[[], None]) -> None:
+        """`work` in the shim's event loop `seconds` from now (at once if 0)."""
+        if seconds <= 0:
+            work()
+        else:
+            compat.hub.spawn_after(seconds, self.on_loop, work)
 
     def internal_barrier(self, ls: LogicalSwitch, then: Callable[[bool], None]) -> None:
         """A barrier on every instance of the switch; then(True) once all replied, then(False) if
@@ -1302,6 +1313,13 @@ class _Xid:
 
     def set_xid(self, xid: int) -> None:
         self.xid = xid
+
+
+def _lookup_fields(msg: Any, lport: int) -> Dict[str, Any]:
+    """A packet-in's header fields as a lookup in the logical table wants them."""
+    fields = _packet_fields(msg.data)
+    fields["in_port"] = lport
+    return fields
 
 
 def _packet_fields(data: bytes) -> Dict[str, Any]:

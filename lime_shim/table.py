@@ -136,15 +136,19 @@ class FlowTable:
             out.append(e)
         return out
 
+    def best(self, fields: Dict[str, Any], table_id: int = 0) -> Optional[Entry]:
+        """The entry a packet with these header fields meets in one table (None: a miss)."""
+        hits = [e for e in self.entries.values()
+                if e.rule.table_id == table_id and packet_matches(e.rule.match, fields)]
+        return max(hits, key=lambda e: (e.rule.priority, -e.serial)) if hits else None
+
     def lookup(self, fields: Dict[str, Any], table_id: int = 0) -> List[Entry]:
         """The entries a packet with these header fields meets, following goto-table."""
         path: List[Entry] = []
         for _ in range(MAX_GOTO):
-            hits = [e for e in self.entries.values()
-                    if e.rule.table_id == table_id and packet_matches(e.rule.match, fields)]
-            if not hits:
+            best = self.best(fields, table_id)
+            if best is None:
                 break
-            best = max(hits, key=lambda e: (e.rule.priority, -e.serial))
             path.append(best)
             if best.rule.goto is None or best.rule.goto <= table_id:
                 break

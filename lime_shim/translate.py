@@ -17,13 +17,16 @@ Per instance, for a rule R of logical switch L:
 |   LOCAL, NORMAL, TABLE        |                                                                |
 | cookie                        | the shim's cookie for R: its serial, and the form of this copy |
 |                               | (phase 1, to-controller-only) for the packet-ins it raises     |
-| phase 1 of a two-phase update | R's match, every packet to the shim                            |
+| phase 1 of a two-phase update | R's match, every packet to the shim and nowhere else (no goto, |
+|                               | write-actions or other instructions; the shim forwards it by R |
+|                               | and the tables R's goto leads to: `pipeline_actions`)          |
 | timeouts, one instance        | kept, and SEND_FLOW_REM set: the shim's table drops R when the |
 |                               | switch does (the app gets FLOW_REMOVED only if it asked)       |
 | while L is migrating:         |                                                                |
 |   idle / hard timeout         | 0 (the shim times R out on every instance; see timeouts.py)    |
 |   SEND_FLOW_REM               | cleared (the shim sends the FLOW_REMOVED the app asked for)    |
-|   to-controller + forward     | to-controller only (the shim forwards; see LIME sec. 4.1)      |
+|   to-controller + forward     | to-controller only, nothing else (as phase 1; the shim         |
+|                               | forwards; see LIME sec. 4.1)                                   |
 
 Tunnel ends: for every tunnel another instance points at I, I gets a rule (priority 65535) that
 pops the tag and outputs to the logical port's local port, and a drop rule for anything else on
@@ -36,8 +39,9 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
 from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
-                             VLAN_PRESENT, Action, Actions, Output, PopVlan, PushVlan, Rule,
-                             SetVlan, match_get, match_set)
+                             VLAN_PRESENT, Action, Actions, Opaque, Output, PopVlan, PushVlan,
+                             Rule, SetVlan, match_get, match_set)
+from lime_shim.table import FlowTable
 
 #: Cookies of the shim's own physical rules: the top 16 bits mark them; bit 47 marks a phase-1
 #: copy (every packet to the shim, which forwards it by the new rule), bit 46 a copy whose
@@ -113,6 +117,13 @@ def controller_only(actions: Actions) -> Actions:
     return (Output(OFPP_CONTROLLER),)
 
 
+def shim_only(rule: Rule, actions: Actions) -> Rule:
+    """A copy whose every packet goes where `actions` say (to the shim) and nowhere else on the
+    switch: a goto would let the later tables forward it too (delivered twice), and
+    write-actions or a meter would act on a packet the shim forwards."""
+    return replace(rule, actions=tuple(actions), goto=None, extra=())
+
+
 def needs_split(ls: LogicalSwitch, inst: Instance, rule: Rule) -> bool:
     """Must an in_port-less rule be installed per input port on this instance? Yes when a packet
     could come in on a port that is not its logical port's output place and the rule sends to
@@ -172,15 +183,16 @@ def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, serial: int, phase_
     form = 0
     base = rule
     if phase_one:
-        base, form = rule.with_actions((Output(OFPP_CONTROLLER),)), PHASE_ONE
+        base, form = shim_only(rule, (Output(OFPP_CONTROLLER),)), PHASE_ONE
     if not ls.migrating and (rule.idle_timeout or rule.hard_timeout):
         base = replace(base, flags=base.flags | OFPFF_SEND_FLOW_REM)  # the shim's table follows
     if ls.migrating:
         acts = controller_only(base.actions)
         if acts != base.actions:
             form |= CTL_ONLY
-        base = replace(base, idle_timeout=0, hard_timeout=0, flags=base.flags & ~OFPFF_SEND_FLOW_REM,
-                       actions=acts)
+            base = shim_only(base, acts)
+        base = replace(base, idle_timeout=0, hard_timeout=0,
+                       flags=base.flags & ~OFPFF_SEND_FLOW_REM)
     base = replace(base, cookie=shim_cookie(serial, form))
     in_lport = match_get(rule.match, "in_port")
     if in_lport is not None:
@@ -283,10 +295,12 @@ def sync(old: Dict[Any, Rule], rules: Tuple[Rule, ...]) -> Tuple[List[Rule], Lis
 
 def packet_in_plan(form: int, rule_actions: Optional[Actions]) -> Tuple[Optional[Actions], bool]:
     """What the shim does with a packet-in a copy of a rule raised: (actions it forwards the
-    packet by, or None; whether the apps see it). `rule_actions`: the app's rule as it is now
-    (None: gone, or a table miss). A phase-1 copy's packet is forwarded by the rule as it is now
+    packet by, or None; whether the apps see it). `rule_actions`: the actions the packet meets
+    from the app's rule on, as it is now: its own, or with a goto `pipeline_actions` (None: gone,
+    or a table miss). A phase-1 copy's packet is forwarded by the rule as it is now
     (it may arrive after the second half landed: still the new rule), and reported only if that
-    rule sends to the controller; a to-controller-only copy's is forwarded and reported."""
+    rule (or a later table on the packet's way) sends to the controller; a to-controller-only
+    copy's is forwarded and reported."""
     if form & PHASE_ONE:
         if rule_actions is None:
             return None, False  # the caller looks the packet up in the current table
@@ -299,3 +313,42 @@ def packet_in_plan(form: int, rule_actions: Optional[Actions]) -> Tuple[Optional
 
 def without_controller(actions: Actions) -> Actions:
     return tuple(a for a in actions if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))
+
+
+def pipeline_actions(table: FlowTable, fields: Dict[str, Any], rule: Optional[Rule] = None
+                     ) -> Actions:
+    """The apply-actions a packet meets in the apps' logical table, in order: `rule`'s (the
+    app's rule whose shim-only copy raised the packet-in) and those of the entries it meets
+    from `rule.goto` on; with no rule, those it meets from table 0. `fields`: its header fields
+    with the logical in_port. Output:CONTROLLER is kept (packet_in_plan decides on it).
+    A set-field (SetVlan, or the platform's, carried as Opaque with `key` and `value` as Ryu's
+    and os-ken's OFPActionSetField are) changes the fields the next table looks at, as on a
+    switch. Not followed: write-actions and other instructions (`extra`, platform objects the
+    shim does not read), and the VLAN push/pop or other rewrites an app's actions may carry."""
+    acts: List[Action] = []
+    fields = dict(fields)
+    table_id: Optional[int] = 0
+    if rule is not None:
+        acts += rule.actions
+        _set_fields(fields, rule.actions)
+        table_id = rule.goto if rule.goto is not None and rule.goto > rule.table_id else None
+    while table_id is not None:  # a goto only goes forward: at most 255 tables
+        e = table.best(fields, table_id)
+        if e is None:
+            break
+        acts += e.rule.actions
+        _set_fields(fields, e.rule.actions)
+        goto = e.rule.goto
+        table_id = goto if goto is not None and goto > table_id else None
+    return tuple(acts)
+
+
+def _set_fields(fields: Dict[str, Any], actions: Actions) -> None:
+    """The header fields after `actions`' set-fields (in place), for the next table's lookup."""
+    for a in actions:
+        if isinstance(a, SetVlan):
+            fields["vlan_vid"] = a.vid
+        elif isinstance(a, Opaque):
+            key, value = getattr(a.action, "key", None), getattr(a.action, "value", None)
+            if isinstance(key, str) and isinstance(value, (int, str)):
+                fields[key] = value

@@ -45,6 +45,11 @@ _OPTS = [
     compat.cfg.StrOpt("lime_reserved", default="",
                       help="'dpid:port,...': ports kept for migrations (links to spares): the "
                            "LIME shim does not show them to apps"),
+    compat.cfg.FloatOpt("lime_settle_ms", default=20.0,
+                        help="LIME: how long a two-phase update waits after its first half's "
+                             "barrier before the second half (Open vSwitch answers a barrier "
+                             "before its datapath stops running the old rule: "
+                             "experiments/barrier_lag.py)"),
     compat.cfg.StrOpt("fault", default="",
                       help="testing only: 'drop:TYPE[:N]' loses this instance's Nth outgoing "
                            "TYPE message; 'stall:TYPE:SECONDS' delays it"),
@@ -127,6 +132,14 @@ def events_source() -> str:
 def lime_spares() -> FrozenSet[int]:
     _register()
     return parse_dpids(getattr(compat.cfg.CONF, GROUP).lime_spares) or frozenset()
+
+
+def lime_settle_s() -> float:
+    _register()
+    ms = getattr(compat.cfg.CONF, GROUP).lime_settle_ms
+    if not 0 <= ms <= 10_000:
+        raise ConfigError(f"[sdnmig] lime_settle_ms must be between 0 and 10000, not {ms}")
+    return ms / 1000.0
 
 
 def lime_reserved() -> Dict[int, FrozenSet[int]]:

@@ -10,6 +10,13 @@ handled by the new one: what LIME's two-phase updates rule out (HotNets'12, sec.
     dscp_echo.py serve PORT
     dscp_echo.py ask HOST PORT --count N --interval S --out FILE   (JSON: sent, answers)
 
+One way, for when a rule took effect (experiments/barrier_lag.py): each packet carries the time it
+was sent (time.time(): every Mininet host shares the clock), the recorder keeps it with the DSCP
+the packet arrived with.
+
+    dscp_echo.py send HOST PORT --count N --interval S
+    dscp_echo.py record PORT --seconds S --out FILE   (JSON: [seq, sent, received, DSCP] each)
+
 Standard library only: it runs with any Python inside a Mininet host.
 """
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import List, Tuple
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)  # Linux
 REQUEST = struct.Struct("!I")        # seq
 ANSWER = struct.Struct("!IB")        # seq, the request's DSCP
+STAMPED = struct.Struct("!Id")       # seq, time sent
 
 
 def _received(sock: socket.socket) -> Tuple[bytes, int, tuple]:
@@ -51,8 +59,10 @@ def serve(port: int) -> None:
             sock.sendto(ANSWER.pack(REQUEST.unpack(data)[0], dscp), addr)
 
 
-def _collect(sock: socket.socket, answers: List[List[int]], until: float) -> None:
-    """Answers that arrive before `until` (monotonic), as [seq, request's DSCP, answer's]."""
+def _collect(sock: socket.socket, answers: List[List[float]], sent: List[float],
+             until: float) -> None:
+    """Answers that arrive before `until` (monotonic), as [seq, request's DSCP, answer's DSCP,
+    time the request was sent, time the answer arrived] (time.time())."""
     while True:
         try:
             data, dscp, _ = _received(sock)
@@ -63,19 +73,50 @@ def _collect(sock: socket.socket, answers: List[List[int]], until: float) -> Non
             time.sleep(min(left, 0.0005))
             continue
         if len(data) == ANSWER.size:
-            answers.append([*ANSWER.unpack(data), dscp])
+            seq, asked = ANSWER.unpack(data)
+            answers.append([seq, asked, dscp, sent[seq] if seq < len(sent) else 0.0, time.time()])
 
 
 def ask(host: str, port: int, count: int, interval: float) -> dict:
     sock = _socket()
     sock.setblocking(False)
-    answers: List[List[int]] = []
+    answers: List[List[float]] = []
+    sent: List[float] = []
     start = time.monotonic()
     for seq in range(count):
+        sent.append(time.time())
         sock.sendto(REQUEST.pack(seq), (host, port))
-        _collect(sock, answers, start + (seq + 1) * interval)
-    _collect(sock, answers, time.monotonic() + 0.5)  # the last answers
-    return {"sent": count, "answers": answers}  # [seq, request's DSCP, answer's DSCP]
+        _collect(sock, answers, sent, start + (seq + 1) * interval)
+    _collect(sock, answers, sent, time.monotonic() + 0.5)  # the last answers
+    return {"sent": count, "answers": answers}  # see _collect
+
+
+def send(host: str, port: int, count: int, interval: float) -> None:
+    sock = _socket()
+    start = time.monotonic()
+    for seq in range(count):
+        sock.sendto(STAMPED.pack(seq, time.time()), (host, port))
+        left = start + (seq + 1) * interval - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+
+def record(port: int, seconds: float) -> List[List[float]]:
+    """[seq, sent, received, DSCP] for each stamped packet that arrives within `seconds`."""
+    sock = _socket(port)
+    got: List[List[float]] = []
+    until = time.monotonic() + seconds
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return got
+        sock.settimeout(left)
+        try:
+            data, dscp, _ = _received(sock)
+        except socket.timeout:
+            return got
+        if len(data) == STAMPED.size:
+            got.append([*STAMPED.unpack(data), time.time(), dscp])
 
 
 def main() -> None:
@@ -89,9 +130,23 @@ def main() -> None:
     a.add_argument("--count", type=int, default=1000)
     a.add_argument("--interval", type=float, default=0.002)
     a.add_argument("--out", required=True)
+    o = sub.add_parser("send")
+    o.add_argument("host")
+    o.add_argument("port", type=int)
+    o.add_argument("--count", type=int, default=1000)
+    o.add_argument("--interval", type=float, default=0.001)
+    r = sub.add_parser("record")
+    r.add_argument("port", type=int)
+    r.add_argument("--seconds", type=float, required=True)
+    r.add_argument("--out", required=True)
     args = p.parse_args()
     if args.cmd == "serve":
         serve(args.port)
+    elif args.cmd == "send":
+        send(args.host, args.port, args.count, args.interval)
+    elif args.cmd == "record":
+        with open(args.out, "w") as f:
+            json.dump(record(args.port, args.seconds), f)
     else:
         result = ask(args.host, args.port, args.count, args.interval)
         with open(args.out, "w") as f:

@@ -185,3 +185,13 @@ def test_events_source_and_lime_spares(conf_file: Any) -> None:
     conf_file(events="shim")
     with pytest.raises(ConfigError, match="events must be"):
         config.events_source()
+
+
+def test_lime_settle_ms(conf_file: Any) -> None:
+    conf_file()
+    assert config.lime_settle_s() == 0.02
+    conf_file(lime_settle_ms="0")
+    assert config.lime_settle_s() == 0.0
+    conf_file(lime_settle_ms="-1")
+    with pytest.raises(ConfigError, match="lime_settle_ms must be between 0 and 10000, not -1"):
+        config.lime_settle_s()

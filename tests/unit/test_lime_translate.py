@@ -9,6 +9,7 @@ that get the packet are exactly those the logical rule names, each exactly once.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -229,6 +230,64 @@ def test_phase_one_sends_everything_to_the_shim_and_says_so_in_its_cookie():
     (phys,), _ = tr.translate(ls, ls.instances[A], rule, 5, phase_one=True)
     assert phys.actions == (Output(OFPP_CONTROLLER),)
     assert tr.serial_of(phys.cookie) == 5 and tr.form_of(phys.cookie) == tr.PHASE_ONE
+
+
+WRITE = ("write-actions",)  # a platform instruction the shim carries untouched (Rule.extra)
+
+
+def test_a_first_half_of_a_rule_with_goto_sends_its_packets_to_the_shim_only():
+    """Kept, the goto let the switch's later tables forward the packet the shim forwards too."""
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
+    rule = Rule(10, match_of(in_port=1), (Output(2),), goto=1, extra=WRITE)
+    for inst in ls.instances.values():
+        (phys,), _ = tr.translate(ls, inst, rule, 5, phase_one=True)
+        assert phys.actions == (Output(OFPP_CONTROLLER),)
+        assert (phys.goto, phys.extra) == (None, ())
+        assert tr.form_of(phys.cookie) == tr.PHASE_ONE
+
+
+def test_a_ctl_only_copy_of_a_rule_with_goto_sends_its_packets_to_the_shim_only():
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
+    rule = Rule(10, match_of(in_port=1), (Output(OFPP_CONTROLLER), Output(2)), goto=1,
+                extra=WRITE)
+    for inst in ls.instances.values():
+        (phys,), _ = tr.translate(ls, inst, rule, 5)
+        assert phys.actions == (Output(OFPP_CONTROLLER),)
+        assert (phys.goto, phys.extra) == (None, ())
+        assert tr.form_of(phys.cookie) == tr.CTL_ONLY
+
+
+def test_a_copy_the_switch_forwards_keeps_goto_and_instructions():
+    ls = build(2, [True, True], [False, False], [False, False], [False, False])
+    rule = Rule(10, match_of(in_port=1), (Output(2),), goto=1, extra=WRITE)
+    single = Mapping().add_switch(3, (1, 2))
+    for s, inst in [(ls, ls.instances[A]), (ls, ls.instances[B]), (single, single.instances[3])]:
+        (phys,), _ = tr.translate(s, inst, rule, 5)
+        assert (phys.goto, phys.extra, tr.form_of(phys.cookie)) == (1, WRITE, 0)
+    (phys,), _ = tr.translate(single, single.instances[3], rule, 5, same=tr.identical(single))
+    assert (phys.goto, phys.extra) == (1, WRITE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.booleans(), st.booleans(), st.one_of(st.none(), st.integers(1, 3)),
+       st.booleans())
+def test_a_copy_that_sends_to_the_shim_never_goes_on_down_the_pipeline(case, single, phase_one,
+                                                                        goto, write):
+    """A phase-1 or to-controller-only copy has no goto, write-actions or other instructions
+    (every packet it takes goes to the shim, which forwards it); any other copy keeps them."""
+    ls, rule = case
+    if single:
+        ls = Mapping().add_switch(A, ls.ports)
+    rule = replace(rule, goto=goto, extra=WRITE if write else ())
+    for inst in ls.instances.values():
+        rules, _ = tr.translate(ls, inst, rule, 7, phase_one, same=tr.identical(ls))
+        for phys in rules:
+            if tr.form_of(phys.cookie):
+                assert (phys.goto, phys.extra) == (None, ())
+                assert phys.actions == (Output(OFPP_CONTROLLER),)
+            else:
+                assert (phys.goto, phys.extra) == (goto, rule.extra)
+        assert bool(phase_one) <= all(tr.form_of(r.cookie) & tr.PHASE_ONE for r in rules)
 
 
 @pytest.mark.parametrize("serial", [0, tr.SERIAL_MASK, -1])
