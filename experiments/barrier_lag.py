@@ -17,8 +17,8 @@ bound: the reply reached ovs-ofctl before ovs-ofctl returned).
     sudo .venv/bin/python experiments/barrier_lag.py [--quick] [--out DIR]
 
 Configurations: the update direct or in LIME's two halves (stale counted from the first half's
-barrier), the bridge idle or busy with a second stream (a packet every 0.1 ms, or as fast as the
-sender goes). Last line: {"stale_packets", "updates_with_stale_pct", "lag_max_ms", "lag_p99_ms",
+barrier), the bridge idle or busy with a second stream through the same rule (a packet every
+0.1 ms, or as fast as the sender goes). Last line: {"stale_packets", "updates_with_stale_pct", "lag_max_ms", "lag_p99_ms",
 "updates"}.
 """
 from __future__ import annotations
@@ -75,13 +75,15 @@ def one_run(updates: int, rng: random.Random, two_phase: bool,
     """A fresh bridge and hosts, `updates` rule versions under a stamped stream. `two_phase`: as
     LIME updates a rule, first the match sending to the controller (none is connected: those
     packets are dropped), its barrier (the time that counts), then the new version.
-    `load_interval`: a second stream, h1 to h2 on another port, one packet per `load_interval`
-    (as fast as it goes if the sender cannot keep up), keeps the switch busy."""
+    `load_interval`: a second stream, h1 to h2 on another port (no one listens) through the same
+    rule, one packet per `load_interval` (as fast as it goes if the sender cannot keep up),
+    keeps the switch busy."""
     from sdnmig import lab
     from topologies.testbeds import LinearTopo
     topo = LinearTopo(k=1, n=2, prefix=lab.unique_prefix())
     net = lab.build_net(topo, [])
     tmp = Path(tempfile.mkdtemp(prefix="barrier_lag."))
+    procs: List[Any] = []
     try:
         net.staticArp()
         (h1, h2), sw = net.hosts, net.switches[0]
@@ -90,15 +92,15 @@ def one_run(updates: int, rng: random.Random, two_phase: bool,
         subprocess.run(OFCTL + ["add-flow", sw.name, _rule(p1, p2, 1)], check=True)
         recorder = h2.popen([sys.executable, ECHO, "record", str(PORT), "--seconds",
                              str(seconds + 1.0), "--out", str(tmp / "got.json")])
+        procs.append(recorder)
         lab.poll(lambda: f":{PORT}" in h2.cmd(f"ss -Hlun sport = :{PORT}"), 10, "the recorder")
         senders = [h1.popen([sys.executable, ECHO, "send", h2.IP(), str(PORT), "--count",
                              str(int(seconds / INTERVAL_S)), "--interval", str(INTERVAL_S)])]
-        if load_interval:
-            subprocess.run(OFCTL + ["add-flow", sw.name, f"priority=50,udp,in_port={p1},"
-                                    f"actions=output:{p2}"], check=True)
+        if load_interval:  # (it meets the same rule: the same datapath flow, busier)
             senders.append(h1.popen([sys.executable, ECHO, "send", h2.IP(), str(PORT + 1),
                                      "--count", str(int(seconds / load_interval)),
                                      "--interval", str(load_interval)]))
+        procs += senders
         time.sleep(0.5)  # the stream's datapath flow exists (what the experiment is about)
         done: List[Update] = []
         for version in range(2, updates + 2):
@@ -115,6 +117,10 @@ def one_run(updates: int, rng: random.Random, two_phase: bool,
         recorder.wait(timeout=30)
         packets = json.loads((tmp / "got.json").read_text())
     finally:
+        for proc in procs:  # ours, still running only if the run failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         net.stop()
         for f in tmp.iterdir():
             f.unlink()
@@ -191,14 +197,22 @@ def main(argv: Any = None) -> int:
                        "seed": args.seed} for st, ld in CONFIGS]
     doc = common.result_document(NAME, args.quick, configurations, runs, summary, headline)
     out_json = common.write_json(args.out / f"{NAME}.json", doc)
-    png = common.plot_panels(args.out / f"{NAME}.png", [
-        ("stale packets: ms sent after the barrier reply", lags, {}),
-        ("ovs-ofctl add-flow + barrier (ms)",
-         {ld: [x for r in runs if r["load"] == ld for x in r["ofctl_ms"]] for ld in LOADS}, {})],
-        ylabel="ms", title="OVS: an old rule's actions after the barrier reply")
+    png = plot(args.out / f"{NAME}.png", runs)
     progress.note(f"wrote {out_json}" + (f" and {png}" if png else ""))
     common.print_headline(headline)
     return 0
+
+
+def plot(path: Path, runs: Sequence[Dict[str, Any]]) -> Any:
+    """Stale packets' lags (in microseconds: they are well under a millisecond when the bridge
+    is alone) per configuration, and how long ovs-ofctl took."""
+    lags = {f"{st}, {ld}": [s["lag_ms"] * 1e3 for r in runs if (r["style"], r["load"]) == (st, ld)
+                            for s in r["stale"]] for st, ld in CONFIGS}
+    return common.plot_panels(path, [
+        ("stale packets: \u00b5s sent after the barrier reply", lags, {}),
+        ("ovs-ofctl add-flow + barrier (ms)",
+         {ld: [x for r in runs if r["load"] == ld for x in r["ofctl_ms"]] for ld in LOADS}, {})],
+        ylabel="", title="OVS: an old rule's actions after the barrier reply")
 
 
 if __name__ == "__main__":

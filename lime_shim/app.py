@@ -417,7 +417,8 @@ class LimeShim(compat.RyuApp):
             acts = tr.pipeline_actions(table, _lookup_fields(msg, lport), entry.rule)
         forward, report = tr.packet_in_plan(form, acts)
         if form & tr.PHASE_ONE and entry is None:  # its rule is gone: by the current table
-            forward = tr.without_controller(tr.pipeline_actions(table, _lookup_fields(msg, lport)))
+            forward = tr.without_controller(tr.pipeline_actions(
+                table, _lookup_fields(msg, lport), start=getattr(msg, "table_id", 0) or 0))
         if forward is not None:
             self._send_plan(tr.packet_out_plan(ls, lport, forward, prefer=inst.dpid,
                                                came_in=in_port), msg.data)
@@ -782,22 +783,29 @@ class LimeShim(compat.RyuApp):
         self._install(ls, serial, rule, phase_one=True)
 
         def second(ok: bool) -> None:
-            entry = self.tables[ls.dpid].by_serial(serial)
-            if not ok:
-                LOG.warning("lime: rule %d of %#x stays in its first half (an instance went "
-                            "away); the shim forwards its packets", serial, ls.dpid)
-            elif entry is not None:
-                self._install(ls, serial, entry.rule, added=entry.added)
             waits, held = self.phase_wait.pop(key, (1, []))
             if waits > 1:  # a later update's first half is not confirmed yet: still held
                 self.phase_wait[key] = (waits - 1, held)
-                return
-            for inst, msg, in_port, lport in held:  # now by the rule as it is
-                if self.map.switches.get(ls.dpid) is ls and inst.dpid in ls.instances:
-                    self._handle_packet_in(ls, ls.instances[inst.dpid], msg, in_port, lport,
-                                           serial, tr.form_of(msg.cookie))
+            entry = self.tables[ls.dpid].by_serial(serial)
+            try:
+                if not ok:
+                    LOG.warning("lime: rule %d of %#x stays in its first half (an instance went "
+                                "away); the shim forwards its packets", serial, ls.dpid)
+                elif entry is not None:
+                    self._install(ls, serial, entry.rule, added=entry.added)
+            finally:  # (a failed send must not hold the packets for good)
+                if waits <= 1:
+                    self._release_held(ls, serial, held)
+
         self.internal_barrier(ls, lambda ok: self.later(
             self.settle_s, functools.partial(second, True)) if ok else second(False))
+
+    def _release_held(self, ls: LogicalSwitch, serial: int, held: List[Any]) -> None:
+        """The packets a rule's first half raised, forwarded by the rule as it is now."""
+        for inst, msg, in_port, lport in held:
+            if self.map.switches.get(ls.dpid) is ls and inst.dpid in ls.instances:
+                self._handle_packet_in(ls, ls.instances[inst.dpid], msg, in_port, lport,
+                                       serial, tr.form_of(msg.cookie))
 
     def later(self, seconds: float, work: Callable[[], None]) -> None:
         """`work` in the shim's event loop `seconds` from now (at once if 0)."""
@@ -870,7 +878,10 @@ class LimeShim(compat.RyuApp):
         for e in table.rules():
             if table.by_serial(e.serial) is not e:
                 continue  # changed or gone while an earlier send yielded: already handled
-            self._install(ls, e.serial, e.rule, only, added=e.added)
+            # a rule between its halves stays in its first half: its second half follows the
+            # settle time (a reinstall must not cut it short)
+            self._install(ls, e.serial, e.rule, only, added=e.added,
+                          phase_one=(ls.dpid, e.serial) in self.phase_wait)
 
     def forget(self, pdpid: int) -> None:
         """What the shim believes a bridge holds, dropped: it lost its connection, or every rule

@@ -118,10 +118,11 @@ def controller_only(actions: Actions) -> Actions:
 
 
 def shim_only(rule: Rule, actions: Actions) -> Rule:
-    """A copy whose every packet goes where `actions` say (to the shim) and nowhere else on the
-    switch: a goto would let the later tables forward it too (delivered twice), and
-    write-actions or a meter would act on a packet the shim forwards."""
-    return replace(rule, actions=tuple(actions), goto=None, extra=())
+    """A copy whose apply-actions are `actions` (to the shim) and that goes no further down the
+    switch's pipeline: a goto would let the later tables forward the packet the shim forwards
+    too (delivered twice). Write-actions and meters (`extra`) stay: the shim forwards by
+    apply-actions only, so on the switch is the only place they still act."""
+    return replace(rule, actions=tuple(actions), goto=None)
 
 
 def needs_split(ls: LogicalSwitch, inst: Instance, rule: Rule) -> bool:
@@ -315,11 +316,12 @@ def without_controller(actions: Actions) -> Actions:
     return tuple(a for a in actions if not (isinstance(a, Output) and a.port == OFPP_CONTROLLER))
 
 
-def pipeline_actions(table: FlowTable, fields: Dict[str, Any], rule: Optional[Rule] = None
-                     ) -> Actions:
+def pipeline_actions(table: FlowTable, fields: Dict[str, Any], rule: Optional[Rule] = None,
+                     start: int = 0) -> Actions:
     """The apply-actions a packet meets in the apps' logical table, in order: `rule`'s (the
     app's rule whose shim-only copy raised the packet-in) and those of the entries it meets
-    from `rule.goto` on; with no rule, those it meets from table 0. `fields`: its header fields
+    from `rule.goto` on; with no rule, those it meets from table `start` (where the rule that
+    raised it was: the tables before it have acted on the switch already). `fields`: its header fields
     with the logical in_port. Output:CONTROLLER is kept (packet_in_plan decides on it).
     A set-field (SetVlan, or the platform's, carried as Opaque with `key` and `value` as Ryu's
     and os-ken's OFPActionSetField are) changes the fields the next table looks at, as on a
@@ -327,7 +329,7 @@ def pipeline_actions(table: FlowTable, fields: Dict[str, Any], rule: Optional[Ru
     shim does not read), and the VLAN push/pop or other rewrites an app's actions may carry."""
     acts: List[Action] = []
     fields = dict(fields)
-    table_id: Optional[int] = 0
+    table_id: Optional[int] = start
     if rule is not None:
         acts += rule.actions
         _set_fields(fields, rule.actions)

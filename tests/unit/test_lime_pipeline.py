@@ -79,6 +79,12 @@ def test_with_no_rule_the_way_starts_at_table_0_as_a_lookup():
     assert tr.pipeline_actions(FlowTable(), PKT) == ()
 
 
+def test_with_no_rule_the_way_starts_where_the_gone_rule_was():
+    """The rule that raised the packet-in is gone: the tables before its own acted already."""
+    t = table_of(FIRST, LATER)
+    assert tr.pipeline_actions(t, PKT, start=1) == (Output(3),)
+
+
 def test_a_set_field_changes_the_fields_the_next_table_looks_at():
     rule = Rule(10, match_of(in_port=1), (Opaque(SetField("eth_dst", H3)), Output(2)), goto=1)
     t = table_of(rule, LATER, Rule(5, match_of(eth_dst=H3), (Output(4),), table_id=1),

@@ -242,7 +242,7 @@ def test_a_first_half_of_a_rule_with_goto_sends_its_packets_to_the_shim_only():
     for inst in ls.instances.values():
         (phys,), _ = tr.translate(ls, inst, rule, 5, phase_one=True)
         assert phys.actions == (Output(OFPP_CONTROLLER),)
-        assert (phys.goto, phys.extra) == (None, ())
+        assert (phys.goto, phys.extra) == (None, WRITE)
         assert tr.form_of(phys.cookie) == tr.PHASE_ONE
 
 
@@ -253,7 +253,7 @@ def test_a_ctl_only_copy_of_a_rule_with_goto_sends_its_packets_to_the_shim_only(
     for inst in ls.instances.values():
         (phys,), _ = tr.translate(ls, inst, rule, 5)
         assert phys.actions == (Output(OFPP_CONTROLLER),)
-        assert (phys.goto, phys.extra) == (None, ())
+        assert (phys.goto, phys.extra) == (None, WRITE)
         assert tr.form_of(phys.cookie) == tr.CTL_ONLY
 
 
@@ -273,8 +273,9 @@ def test_a_copy_the_switch_forwards_keeps_goto_and_instructions():
        st.booleans())
 def test_a_copy_that_sends_to_the_shim_never_goes_on_down_the_pipeline(case, single, phase_one,
                                                                         goto, write):
-    """A phase-1 or to-controller-only copy has no goto, write-actions or other instructions
-    (every packet it takes goes to the shim, which forwards it); any other copy keeps them."""
+    """A phase-1 or to-controller-only copy has no goto (every packet it takes goes to the shim,
+    which forwards it by the later tables too) and keeps write-actions and other instructions;
+    any other copy keeps both."""
     ls, rule = case
     if single:
         ls = Mapping().add_switch(A, ls.ports)
@@ -283,7 +284,7 @@ def test_a_copy_that_sends_to_the_shim_never_goes_on_down_the_pipeline(case, sin
         rules, _ = tr.translate(ls, inst, rule, 7, phase_one, same=tr.identical(ls))
         for phys in rules:
             if tr.form_of(phys.cookie):
-                assert (phys.goto, phys.extra) == (None, ())
+                assert (phys.goto, phys.extra) == (None, rule.extra)
                 assert phys.actions == (Output(OFPP_CONTROLLER),)
             else:
                 assert (phys.goto, phys.extra) == (goto, rule.extra)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Callable, List, Tuple
 
+import pytest
+
 from experiments import ofbench as ob
 from lime_shim import translate as tr
 from sdnmig import compat
@@ -121,3 +123,33 @@ def test_a_first_half_of_a_goto_rule_sends_to_the_shim_only_which_forwards_by_bo
     completed(shim, (dp1, dp2), pending)
     shim._packet_in(first_half_packet_in(dp1, first.cookie))
     assert outputs(packet_outs(dp1)[-1]) == [3, 2]
+
+
+def test_a_reinstall_while_a_rule_settles_keeps_it_in_its_first_half():
+    shim, dp1, dp2, pending = updating()
+    first = flow_mods(dp1)[0].cookie
+    final = tr.shim_cookie(tr.serial_of(first))
+    for dp in (dp1, dp2):
+        answer(shim, dp)
+    shim.reinstall(shim.map.logical(1))  # an operation's step, while the update settles
+    assert not [m for dp in (dp1, dp2) for m in flow_mods(dp) if m.cookie == final]
+    pending.pop()[1]()
+    assert all(flow_mods(dp)[-1].cookie == final for dp in (dp1, dp2))
+
+
+def test_a_failed_second_half_still_forwards_the_held_packets():
+    shim, dp1, dp2, pending = updating()
+    cookie = flow_mods(dp1)[0].cookie
+    shim._packet_in(first_half_packet_in(dp1, cookie))
+    for dp in (dp1, dp2):
+        answer(shim, dp)
+    install = shim._install
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a send failed")
+    shim._install = broken
+    with pytest.raises(RuntimeError):
+        pending.pop()[1]()
+    shim._install = install
+    assert [outputs(o) for o in packet_outs(dp1)] == [[3]]
+    assert (1, tr.serial_of(cookie)) not in shim.phase_wait
