@@ -44,7 +44,8 @@ PORT = 5400
 INTERVAL_S = 0.0005
 GAP_S = (0.02, 0.06)
 MAX_UPDATES = 62  # versions 1..63: the DSCP field has 6 bits
-OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
+OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]  # run directly, not SdnSwitch.ofctl (the node's shell
+# would add its own delay to the time the barrier reply is taken at)
 ECHO = str(Path(__file__).resolve().parent.parent / "sdnmig" / "dscp_echo.py")
 
 Update = Tuple[int, float, float]  # version, ovs-ofctl started, ovs-ofctl returned (barrier answered)

@@ -34,10 +34,9 @@ def answer(shim: Any, dp: Bridge) -> None:
 
 def first_half_packet_in(dp: Bridge, cookie: int, port: int = 1) -> Any:
     frame = ob.ethernet_frame(b"\x04" * 6, b"\x02" * 6)
-    msg = PARSER.OFPPacketIn(dp, buffer_id=OFP.OFP_NO_BUFFER, total_len=len(frame),
-                             reason=OFP.OFPR_ACTION, table_id=0, cookie=cookie,
-                             match=PARSER.OFPMatch(in_port=port), data=frame)
-    return msg
+    return PARSER.OFPPacketIn(dp, buffer_id=OFP.OFP_NO_BUFFER, total_len=len(frame),
+                              reason=OFP.OFPR_ACTION, table_id=0, cookie=cookie,
+                              match=PARSER.OFPMatch(in_port=port), data=frame)
 
 
 def updating() -> Tuple[Any, Bridge, Bridge, List[Tuple[float, Callable[[], None]]]]:
