@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict
 
-import pytest
 import redis
 
 from ryu_apps.limeprobe import BARRIERS, CHANNEL, REMOVED
