@@ -41,7 +41,7 @@ PING_INTERVAL_S, LOSS_PINGS, LEAD_PINGS = (lime_lab.PING_INTERVAL_S, lime_lab.LO
 # -- (b) ---------------------------------------------------------------------------------------------
 def overhead(quick: bool, out_dir: Path) -> Optional[Dict[str, Any]]:
     from experiments import lime_overhead as lo
-    result = lo.measure(quick, out_dir, repeats=1 if quick else 3)
+    result = lo.measure(quick, out_dir, repeats=1 if quick else lo.FULL_REPEATS)
     summary, headline = lo.summarise(result)
     return {"overhead_pct": headline["shim_overhead_pct"], "summary": summary,
             "headline": headline, "configuration": {"params": result["params"],

@@ -26,7 +26,8 @@ Why these choices:
   switches keep answering the barriers a clone waits for.
 
 Usage:  .venv/bin/python experiments/lime_overhead.py [--quick] [--out DIR] [--repeats N]
-        [--profile DIR]  (one extra py-spy run per shim configuration, not measured)
+        [--profile DIR]  (afterwards one py-spy run per configuration, not measured; the JSON
+                          gets each one's share of samples in the shim's own code)
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ from experiments import ofbench as ob  # noqa: E402
 NAME = "lime_overhead"
 OPS_CHANNEL = "lime:ops"  # lime_shim.app.OPS_CHANNEL (not imported: that loads the platform app)
 TARGET_OVERHEAD_PCT = 5.0
+#: Runs per configuration in a full run. The shim's runs scatter by about 3 % from one controller
+#: process to the next while the plain ones agree within 0.5 % (4 quick pairs): five make the
+#: median steadier than three did.
+FULL_REPEATS = 5
 CLONE_DEADLINE_S = 20.0
 CONFIGS = ("plain", "shim", "cloned", "cloned-local")
 LABELS = {"plain": "learning app\n(no shim)", "shim": "with shim\n(steady)",
@@ -331,12 +336,39 @@ def plot(path: Path, result: Dict[str, Any], headline: Dict[str, Any]) -> Option
     return common.plot_samples(path, groups, ylabel="answers / s", title=title, reference=refs)
 
 
+SHIM_FILES = ("lime_shim/",)  # how py-spy names the shim's source files (relative paths)
+
+
+def shim_share(collapsed: str, top: int = 8) -> Dict[str, Any]:
+    """Where a py-spy record (raw, collapsed stacks) of the controller went: the share of samples
+    whose innermost Python frame is the shim's own code (its receive hop, its port checks on the
+    apps' answers). What it calls (the platform's send, the apps' handlers) is not counted: the
+    run without the shim does that work too. Also the busiest shim lines."""
+    total, own = 0, 0
+    lines: Dict[str, int] = {}
+    for row in collapsed.splitlines():
+        stack, _, count = row.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        leaf = stack.rsplit(";", 1)[-1]
+        if any(f"({f}" in leaf for f in SHIM_FILES):
+            own += n
+            lines[leaf] = lines.get(leaf, 0) + n
+    busiest = sorted(lines.items(), key=lambda kv: -kv[1])[:top]
+    return {"samples": total, "shim_self_samples": own,
+            "shim_self_pct": round(own * 100.0 / total, 2) if total else None,
+            "busiest_shim_lines": [{"frame": k, "samples": v} for k, v in busiest]}
+
+
 def profile(out_dir: Path, quick: bool, configs: Sequence[str] = ("shim", "cloned")
-            ) -> Dict[str, str]:
-    """One run per configuration with py-spy attached (throughput not used): collapsed stacks."""
+            ) -> Dict[str, Dict[str, Any]]:
+    """One run per configuration with py-spy attached (throughput not used): collapsed stacks,
+    and how much of them is the shim's own code (`shim_share`)."""
     params = bench_params(quick)
     pin = (os.cpu_count() or 1) >= 2
-    files = {}
+    files: Dict[str, Dict[str, Any]] = {}
     for config in configs:
         out = out_dir / f"{NAME}-{config}.pyspy.txt"
         record = run_config(config, params, pin, profile_to=out)
@@ -347,8 +379,11 @@ def profile(out_dir: Path, quick: bool, configs: Sequence[str] = ("shim", "clone
             except subprocess.TimeoutExpired:
                 proc.terminate()  # our own child, by PID
                 proc.wait(5)
-        print(f"[{NAME} profile] {config}: {describe(record)} -> {out}", file=sys.stderr)
-        files[config] = str(out)
+        share = shim_share(out.read_text(errors="replace")) if out.exists() else {}
+        print(f"[{NAME} profile] {config}: {describe(record)}; shim's own code "
+              f"{share.get('shim_self_pct')} % of {share.get('samples')} samples -> {out}",
+              file=sys.stderr)
+        files[config] = {"file": str(out), "answers_per_s": record.get("answers_per_s"), **share}
     return files
 
 
@@ -361,13 +396,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="lime_overhead.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_convention_args(ap)
-    ap.add_argument("--repeats", type=int, help="runs per configuration (default 3, --quick 1)")
+    ap.add_argument("--repeats", type=int,
+                    help=f"runs per configuration (default {FULL_REPEATS}, --quick 1)")
     ap.add_argument("--config", action="append", choices=CONFIGS,
                     help="only these configurations (repeatable; default all)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="afterwards, one py-spy run of the shim configurations into DIR")
     args = ap.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else FULL_REPEATS)
     configs = tuple(args.config or CONFIGS)
     signal.signal(signal.SIGTERM, _terminate)
     result = measure(args.quick, args.out, repeats, configs)

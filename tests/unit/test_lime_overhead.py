@@ -166,3 +166,23 @@ def test_headline_overhead_from_the_medians() -> None:
     assert summary["shim"]["runs_failed"] == 1 and headline["foreign_load_cores_median"] == 0.5
     assert lo.overhead_pct(0, 5) is None and lo.overhead_pct(100.0, 110.0) == -10.0
     assert struct.calcsize("!I") == ob.FRAME_ID.size
+
+
+def test_the_profile_share_counts_only_samples_whose_innermost_frame_is_the_shims() -> None:
+    recv = "main (greenthread.py:1);_event_loop (os_ken/base/app_manager.py:289)"
+    shim = recv + ";LimeShim._phys_packet_in (lime_shim/app.py:383)"
+    collapsed = "\n".join([
+        f"{shim} 6",                                                  # the shim's own line
+        f"{shim};LearningSwitch._packet_in (app.py:113) 10",          # an app it calls: not
+        f"{shim};LogicalDatapath.send_msg (lime_shim/app.py:158) 4",  # own again
+        f"{shim};LogicalDatapath.send_msg (lime_shim/app.py:158);"
+        "Datapath.send_msg (os_ken/controller/controller.py:432) 5",  # the platform's send: not
+        f"{recv} 75",
+        "garbage line without a count",
+        ""])
+    share = lo.shim_share(collapsed, top=1)
+    assert share["samples"] == 100 and share["shim_self_samples"] == 10
+    assert share["shim_self_pct"] == 10.0
+    assert share["busiest_shim_lines"] == [
+        {"frame": "LimeShim._phys_packet_in (lime_shim/app.py:383)", "samples": 6}]
+    assert lo.shim_share("")["shim_self_pct"] is None
