@@ -53,9 +53,9 @@ from experiments import ofbench as ob  # noqa: E402
 NAME = "lime_overhead"
 OPS_CHANNEL = "lime:ops"  # lime_shim.app.OPS_CHANNEL (not imported: that loads the platform app)
 TARGET_OVERHEAD_PCT = 5.0
-#: Runs per configuration in a full run. The shim's runs scatter by about 3 % from one controller
-#: process to the next while the plain ones agree within 0.5 % (4 quick pairs): five make the
-#: median steadier than three did.
+#: Runs per configuration in a full run (3 until 2026-11-22): in 4 quick pairs the shim's runs
+#: scattered by about 3 % from one controller process to the next and the plain ones by 0.5 %,
+#: so the median takes more of them.
 FULL_REPEATS = 5
 CLONE_DEADLINE_S = 20.0
 CONFIGS = ("plain", "shim", "cloned", "cloned-local")
@@ -343,7 +343,8 @@ def shim_share(collapsed: str, top: int = 8) -> Dict[str, Any]:
     """Where a py-spy record (raw, collapsed stacks) of the controller went: the share of samples
     whose innermost Python frame is the shim's own code (its receive hop, its port checks on the
     apps' answers). What it calls (the platform's send, the apps' handlers) is not counted: the
-    run without the shim does that work too. Also the busiest shim lines."""
+    run without the shim does that work too. Also the busiest shim lines. (A record covers the
+    warm-up too, whose first answers flood: translate.packet_out_plan lines are from those.)"""
     total, own = 0, 0
     lines: Dict[str, int] = {}
     for row in collapsed.splitlines():
@@ -401,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--config", action="append", choices=CONFIGS,
                     help="only these configurations (repeatable; default all)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="afterwards, one py-spy run of the shim configurations into DIR")
+                    help="afterwards, one py-spy run of each configuration into DIR")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else FULL_REPEATS)
     configs = tuple(args.config or CONFIGS)
