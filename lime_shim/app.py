@@ -85,8 +85,8 @@ from lime_shim import translate as tr
 from lime_shim.mapping import Instance, LogicalSwitch, Mapping, MappingError
 from lime_shim.operations import Operations
 from lime_shim.merge import Dedupe, Join, PortStates
-from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, PASS_THROUGH, Rule, is_physical,
-                             match_get)
+from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH, Rule,
+                             is_physical, match_get)
 from lime_shim.table import OFPFC_ADD, OFPFC_DELETE, OFPFC_DELETE_STRICT, FlowMod, FlowTable
 from lime_shim.timeouts import Timeouts
 from ryu_apps import config, ofmsgs
@@ -122,12 +122,17 @@ class Direct:
     pass straight through (see "Direct switches" above). `flood_ok`: the bridge has no port the
     switch hides, so a flood means the same on both."""
 
-    __slots__ = ("dp", "ldp", "ports", "flood_ok", "flow_mod", "packet_out")
+    __slots__ = ("dp", "ldp", "ports", "flood_ok", "flow_mod", "packet_out", "output", "out_ok",
+                 "no_buffer")
 
     def __init__(self, dp: Any, ldp: "LogicalDatapath", ports: FrozenSet[int]) -> None:
+        ofp = ldp.ofproto
         self.dp, self.ldp, self.ports = dp, ldp, ports
         self.flood_ok = not {p for p in dp.ports if is_physical(p)} - ports
-        self.flow_mod, self.packet_out = ldp.ofproto.OFPT_FLOW_MOD, ldp.ofproto.OFPT_PACKET_OUT
+        # Read once here, not for every message an app sends (see _direct_as_is).
+        self.flow_mod, self.packet_out = ofp.OFPT_FLOW_MOD, ofp.OFPT_PACKET_OUT
+        self.output, self.no_buffer = ofp.OFPAT_OUTPUT, ofp.OFP_NO_BUFFER
+        self.out_ok = ports | PASS_THROUGH | (EVERY_PORT if self.flood_ok else frozenset())
 
 
 class LogicalDatapath:
@@ -361,13 +366,14 @@ class LimeShim(compat.RyuApp):
                 LOG.warning("lime: packet-in from %#x port %s, which is no port of it: dropped",
                             ldp.id, in_port)
                 return
-            pins = self._packet_in_handlers()
+            pins = self._pin_handlers if self._alone_at == len(_BRICKS) else \
+                self._packet_in_handlers()
             if pins is not None:
                 # The shim is the only app the platform gives packet-ins to, and the role
                 # manager let this one through: the platform's message and event become the
                 # logical ones (a copy and a new event per packet-in made the shim cost 8 % of
                 # the learning app's throughput instead of 2-3 %).
-                msg.datapath, msg.buffer_id = ldp, ldp.ofproto.OFP_NO_BUFFER
+                msg.datapath, msg.buffer_id = ldp, d.no_buffer
                 ev.__class__ = lev.PACKET_IN
                 lev_ = ev
             else:
@@ -913,7 +919,7 @@ class LimeShim(compat.RyuApp):
         """The apps' packet-in handlers if the shim is the only app the platform gives
         packet-ins to (the others take theirs from the shim), else None. Asked again when
         another app has loaded."""
-        bricks = len(compat.app_manager.SERVICE_BRICKS)
+        bricks = len(_BRICKS)
         if bricks != self._alone_at:
             source = compat.app_manager.lookup_service_brick("ofp_event")
             takers = source.observers.get(compat.ofp_event.EventOFPPacketIn, {}) if source else {}
@@ -926,7 +932,7 @@ class LimeShim(compat.RyuApp):
     def _handlers_of(self, ev: Any, state: Any) -> List[Tuple[str, Callable[[Any], None]]]:
         """The apps' handlers for an event, looked up once per event class and state (apps
         register theirs as they load: the cache is refilled when one more has loaded)."""
-        bricks = len(compat.app_manager.SERVICE_BRICKS)
+        bricks = len(_BRICKS)
         if bricks != self._bricks:
             self._handlers, self._bricks = {}, bricks
         key = (ev.__class__, state)
@@ -1261,39 +1267,47 @@ def _features(ldp: LogicalDatapath) -> Any:
     return msg
 
 
+_DELETES = frozenset({OFPFC_DELETE, OFPFC_DELETE_STRICT})
+
+
 def _direct_as_is(d: Direct, msg: Any) -> bool:
     """Does the FLOW_MOD mean the same on the bridge: no output to, nor match on, a port the
-    switch hides (nor a flood, when it hides some)?"""
-    ofp = d.ldp.ofproto
-    if msg.command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+    switch does not have (nor a flood, when the bridge has a port the switch hides)?"""
+    if msg.command in _DELETES:
         return True
     in_port = ofconv.in_port_of(msg.match)
     if in_port is not None and in_port not in d.ports:
         return False
+    ok, output = d.out_ok, d.output
     for inst in msg.instructions:
         for a in getattr(inst, "actions", ()):
-            if a.type == ofp.OFPAT_OUTPUT and a.port not in d.ports and \
-                    a.port not in PASS_THROUGH and not (d.flood_ok and a.port in EVERY_PORT):
+            if a.type == output and a.port not in ok:
                 return False
     return True
 
 
 def _direct_out_as_is(d: Direct, msg: Any) -> bool:
-    """The same for a PACKET_OUT (from the bridge's own port, or the controller)."""
-    ofp = d.ldp.ofproto
+    """The same for a PACKET_OUT (from one of the switch's ports, or the controller), which
+    must also not go back out of its own port."""
     in_port = getattr(msg, "in_port", None)
     if in_port is None:  # OpenFlow 1.5: in a match
-        in_port = msg.match["in_port"] if "in_port" in msg.match else ofp.OFPP_CONTROLLER
-    if msg.buffer_id != ofp.OFP_NO_BUFFER or (in_port not in d.ports
-                                              and in_port != ofp.OFPP_CONTROLLER):
+        in_port = msg.match["in_port"] if "in_port" in msg.match else OFPP_CONTROLLER
+    if msg.buffer_id != d.no_buffer:
         return False
+    if in_port in d.ports:
+        back = in_port
+    elif in_port == OFPP_CONTROLLER:
+        back = None  # (an output to the controller is one)
+    else:
+        return False
+    ok, output = d.out_ok, d.output
     for a in msg.actions:
-        if a.type == ofp.OFPAT_OUTPUT and not (a.port in d.ports and a.port != in_port) \
-                and a.port not in PASS_THROUGH and not (d.flood_ok and a.port in EVERY_PORT):
+        if a.type == output and (a.port not in ok or a.port == back):
             return False
     return True
 
 
+_BRICKS = compat.app_manager.SERVICE_BRICKS  # (its length tells that another app has loaded)
 _PIN_KEY = lev.PACKET_IN.__new__(lev.PACKET_IN)  # what _handlers_of looks packet-in handlers up by
 
 

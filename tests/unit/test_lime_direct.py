@@ -124,6 +124,36 @@ def test_a_flood_on_a_switch_that_hides_a_port_is_translated_to_its_ports():
     assert dp.sent == []
 
 
+CTRL, IN_PORT, FLOOD = OFP.OFPP_CONTROLLER, OFP.OFPP_IN_PORT, OFP.OFPP_FLOOD
+
+
+@pytest.mark.parametrize("hidden", [[], [3]])
+@pytest.mark.parametrize("kind,in_port,out,as_is", [
+    ("rule", 1, 2, True), ("rule", 1, IN_PORT, True), ("rule", 1, CTRL, True),
+    ("rule", 1, 1, True),        # (a rule may name its own in_port: OVS drops that output)
+    ("rule", 1, 9, False),       # a port neither has
+    ("rule", 1, 3, False),       # the hidden one (or, without it, one neither has)
+    ("rule", 9, 2, False),       # matching on a port it does not have
+    ("rule", 1, FLOOD, None),    # as is only when the bridge hides nothing
+    ("packet", 1, 2, True), ("packet", 1, IN_PORT, True), ("packet", CTRL, 2, True),
+    ("packet", CTRL, CTRL, True),
+    ("packet", 1, 1, False),     # back out of its own port
+    ("packet", 9, 2, False), ("packet", 1, 9, False), ("packet", 1, FLOOD, None)])
+def test_what_a_direct_switch_passes_as_it_is(hidden, kind, in_port, out, as_is):
+    """The fast path's rule: only what means the same on the bridge goes to it unchanged;
+    anything else takes the translated way (and may go out changed, or not at all)."""
+    shim, dp, ldp, _ = shim_with([1, 2] + hidden, hidden=hidden)
+    if as_is is None:
+        as_is = not hidden
+    if kind == "rule":
+        msg = flow_add(ldp, out, in_port=in_port)
+    else:
+        msg = ofmsgs.packet_out(ldp, in_port, [ofmsgs.output(ldp, out)], OFP.OFP_NO_BUFFER,
+                                b"x" * 60)
+    ldp.send_msg(msg)
+    assert (dp.sent == [msg]) is as_is
+
+
 @pytest.mark.parametrize("alone", [True, False])
 def test_a_direct_packet_in_reaches_the_apps_on_the_logical_datapath(alone):
     shim, dp, ldp, got = shim_with([1, 2, 3], hidden=[3])
