@@ -688,8 +688,8 @@ class LimeShim(compat.RyuApp):
             self.stats_wait.pop((ls.dpid, xid), None)
         if taken and taken[0]:
             return
-        if self.phys.get(ls.dpid) is d.dp:
-            self._direct_to(ls.dpid, d)
+        if self.phys.get(ls.dpid) is d.dp:  # (rebuilt: a port may have come while it waited)
+            self._direct_to(ls.dpid, Direct(d.dp, d.ldp, d.ports))
         self._release(ls.dpid)
         raise ValueError(f"the rules of {ls.dpid:#x} could not be read: nothing changed")
 
@@ -1297,7 +1297,7 @@ def _direct_out_as_is(d: Direct, msg: Any) -> bool:
     if in_port in d.ports:
         back = in_port
     elif in_port == OFPP_CONTROLLER:
-        back = None  # (an output to the controller is one)
+        back = None  # nothing to leave out: CONTROLLER is a reserved port, allowed as one
     else:
         return False
     ok, output = d.out_ok, d.output

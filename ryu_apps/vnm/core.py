@@ -24,20 +24,26 @@ Both algorithms share this; they differ in what the new network holds until fina
 |            |                    |                                            | LIME retire_ensemble; unpatch   |           |
 | any        | status             | -                                          | -                               | same      |
 
-A refused command raises VnmError with the reason and changes nothing. A step that fails leaves
-the state as it was (the caller undoes the steps before it that have an `undo`).
+A refused command raises VnmError with the reason and changes nothing. The caller (the VNM app)
+carries the steps out in order. If one fails before any `final` step succeeded, the command has
+not happened: the caller runs the `undo` of that step and of those before it, newest first, and
+commits nothing. Once a `final` step succeeded (finalize's retire: the old network is gone), the
+command has happened: the caller commits, and reports any later step that fails (unpatching is
+by cookie, so it can be repeated by hand).
+
+ASAP is planned here, but the LIME shim cannot carry it out yet: its relay instances and
+promote_ensemble do not exist (issue 5's second part), and LIME refuses the request.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from lime_shim.model import VLAN_PRESENT, Output, Rule, match_of
+from lime_shim.model import VLAN_PRESENT, Output, Rule, is_physical, match_of
 from lime_shim.plan import PlanError, check as lime_check, number
 
 ALGORITHMS = ("alap", "asap")
 IDLE, PREPARED, FINALIZED = "idle", "prepared", "finalized"
-COMMANDS = ("prepare", "migrate", "finalize", "status")
 PATCH_COOKIE = 0x7E55E1 << 40   # the tunnel switch's patch (not the shim's mark, 0x11ae << 48)
 PATCH_COOKIE_MASK = 0xFFFFFF << 40
 PATCH_PRIORITY = 100
@@ -69,7 +75,7 @@ class Layout:
     tunnel_switch: int
     patch: Tuple[Tuple[int, int, int], ...]
     uplinks: Tuple[Tuple[int, int, int], ...]
-    steps: Tuple[Dict[str, Any], ...] = field(compare=False)
+    steps: Tuple[Dict[str, Any], ...] = field(compare=False)  # (dicts: no hash; same pairs)
     hosts: Tuple[Host, ...]
 
     def host(self, name: str) -> Host:
@@ -90,6 +96,15 @@ class Layout:
 
 def layout_from(doc: Any) -> Layout:
     """A layout from its JSON form (the CLI's plan, the HTTP body, Redis), checked whole."""
+    try:
+        return _layout(doc)
+    except VnmError:
+        raise
+    except PlanError as e:  # a number or a LIME step that is not one
+        raise VnmError(f"layout: {e}") from None
+
+
+def _layout(doc: Any) -> Layout:
     if not isinstance(doc, dict):
         raise VnmError(f"the layout must be a JSON object, not {doc!r}")
     missing = sorted(set(_LAYOUT) - set(doc))
@@ -104,10 +119,15 @@ def layout_from(doc: Any) -> Layout:
         raise VnmError(f"the tunnel switch {t0:#x} is also one of the networks' switches")
     old = dict(pairs)
     patch = _port_pairs(doc["patch"], old, "patch", "the tunnel switch's port to")
-    if len({p for _, a, b in patch for p in (a, b)}) != 2 * len(patch):
-        raise VnmError("the patch uses a tunnel-switch port twice")
+    _once([str(p) for _, a, b in patch for p in (a, b)],
+          "the patch uses tunnel-switch port {} twice")
     uplinks = _port_pairs(doc["uplinks"], old, "uplinks", "the port to the tunnel switch of")
     steps = tuple(lime_check("ensemble", {"steps": doc["steps"]})["steps"])
+    for s in steps:
+        if set(s) - {"switch", "onto", "ports", "tunnels"}:
+            raise VnmError(f"the step for {s['switch']:#x} may give only ports and tunnels (the "
+                           f"networks move together: no neighbour is rewired), not "
+                           f"{', '.join(sorted(set(s) - {'switch', 'onto', 'ports', 'tunnels'}))}")
     planned = {(s["switch"], s["onto"]) for s in steps}
     if planned != set(pairs) or len(steps) != len(pairs):
         raise VnmError("the ensemble's steps must clone each old switch onto its counterpart, "
@@ -119,6 +139,14 @@ def layout_from(doc: Any) -> Layout:
                 raise VnmError(f"port {port} of {s['switch']:#x} is tunnelled through {ends}, not "
                                f"through the uplinks to the tunnel switch {up[s['switch']]}")
     hosts = _hosts(doc["hosts"], old)
+    tunnelled = {(s["switch"], p) for s in steps for p in s.get("tunnels", {})}
+    for h in hosts:
+        if (h.switch, h.port) not in tunnelled:
+            raise VnmError(f"host {h.name}'s port {h.port} of {h.switch:#x} is not tunnelled by "
+                           f"its step: the new network could not reach it before it moves")
+        if h.onto_port == up[h.switch][0]:
+            raise VnmError(f"host {h.name} would move onto port {h.onto_port} of {h.onto:#x}, "
+                           f"its uplink to the tunnel switch")
     return Layout(pairs, t0, patch, uplinks, steps, hosts)
 
 
@@ -131,6 +159,7 @@ def _pairs(value: Any) -> Tuple[Tuple[int, int], ...]:
     pairs = tuple(sorted((number(o, "an old switch"), number(n, f"the new switch of {o}"))
                          for o, n in value.items()))
     olds, news = [o for o, _ in pairs], [n for _, n in pairs]
+    _once(olds, "pairs names old switch {} twice")
     if len(set(news)) != len(news):
         raise VnmError(f"two old switches have the same new one: {_show(pairs)}")
     both = sorted(set(olds) & set(news))
@@ -151,7 +180,8 @@ def _port_pairs(value: Any, old: Mapping[int, int], what: str, port: str
             raise VnmError(f"{what} names {o:#x}, which is no old switch")
         if not isinstance(v, list) or len(v) != 2:
             raise VnmError(f"{what}[{k}] must be [{port} {o:#x}, {port} {old[o]:#x}], not {v!r}")
-        out.append((o, number(v[0], f"{what}[{k}]"), number(v[1], f"{what}[{k}]")))
+        out.append((o, _port(v[0], f"{what}[{k}]"), _port(v[1], f"{what}[{k}]")))
+    _once([o for o, _, _ in out], what + " names {} twice")
     lacking = sorted(set(old) - {o for o, _, _ in out})
     if lacking:
         raise VnmError(f"{what} must cover every pair: it lacks "
@@ -166,15 +196,31 @@ def _hosts(value: Any, old: Mapping[int, int]) -> Tuple[Host, ...]:
     for name, v in sorted(value.items()):
         if not isinstance(v, dict) or set(v) != {"switch", "port", "onto", "onto_port"}:
             raise VnmError(f"host {name}: give switch, port, onto and onto_port, not {v!r}")
-        h = Host(str(name), number(v["switch"], f"{name}'s switch"), number(v["port"], f"{name}'s port"),
-                 number(v["onto"], f"{name}'s new switch"), number(v["onto_port"], f"{name}'s new port"))
+        h = Host(str(name), number(v["switch"], f"{name}'s switch"),
+                 _port(v["port"], f"{name}'s port"), number(v["onto"], f"{name}'s new switch"),
+                 _port(v["onto_port"], f"{name}'s new port"))
         if old.get(h.switch) != h.onto:
-            raise VnmError(f"host {name} moves from {h.switch:#x} to {h.onto:#x}, which is not a pair")
+            raise VnmError(f"host {name} moves from {h.switch:#x} to {h.onto:#x}, "
+                           f"which is not a pair")
         out.append(h)
-    places = [(h.switch, h.port) for h in out]
-    if len(set(places)) != len(places):
-        raise VnmError("two hosts are on the same port")
+    _once([f"{h.switch:#x}:{h.port}" for h in out], "two hosts are on port {}")
+    _once([f"{h.onto:#x}:{h.onto_port}" for h in out], "two hosts would move onto port {}")
     return tuple(out)
+
+
+def _port(value: Any, what: str) -> int:
+    p = number(value, what)
+    if not is_physical(p):
+        raise VnmError(f"{what} {value!r} is not a port of a switch (1 to 0xffffff00)")
+    return p
+
+
+def _once(items: List[Any], error: str) -> None:
+    seen: set = set()
+    for x in items:
+        if x in seen:
+            raise VnmError(error.format(hex(x) if isinstance(x, int) else x))
+        seen.add(x)
 
 
 def _show(pairs: Any) -> str:
@@ -184,12 +230,14 @@ def _show(pairs: Any) -> str:
 @dataclass(frozen=True)
 class Step:
     """Something for the adapter to do. kind: "lime" (body: a LIME request), "patch" (body:
-    the tunnel switch's rules to add), "unpatch" (remove them). `undo`: what puts it back
-    if a later step of the same command fails (None: nothing to, or the step undoes itself)."""
+    the tunnel switch's rules to add), "unpatch" (remove them). `undo`: what puts it back if it,
+    or a later step of the same command, fails (None: nothing to, or LIME undoes it itself).
+    `final`: once it succeeded the command has happened (see the module's docstring)."""
 
     kind: str
     body: Any
     undo: Optional["Step"] = None
+    final: bool = False
 
 
 def patch_rules(layout: Layout) -> Tuple[Rule, ...]:
@@ -264,11 +312,14 @@ class Vnm:
         if self.algorithm == "asap":
             steps.append(Step("lime", {"op": "promote_ensemble", "steps": [
                 {"switch": o, "instance": n} for o, n in self.layout.pairs]}))
-        return steps + [Step("lime", {"op": "retire_ensemble", "steps": retire}),
+        return steps + [Step("lime", {"op": "retire_ensemble", "steps": retire}, final=True),
                         Step("unpatch", PATCH_COOKIE)]
 
     # -- after every step of a command succeeded --------------------------------------------------
     def commit(self, command: str, body: Any) -> None:
+        """The command happened (see the module's docstring): the state follows. Planned again
+        first, so that a commit the state does not allow is refused (VnmError), not recorded."""
+        self.plan(command, body)
         body = _body(command, body)
         if command == "prepare":
             self.state, self.algorithm = PREPARED, body["algorithm"]
@@ -289,17 +340,31 @@ class Vnm:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Vnm":
+    def from_doc(cls, doc: Any) -> "Vnm":
+        """The state saved by to_doc (Redis); VnmError for anything to_doc would not write."""
+        if not isinstance(doc, dict):
+            raise VnmError(f"a saved VNM state must be a JSON object, not {doc!r}")
         out = cls()
-        state = doc.get("state")
+        state, algorithm, moved = doc.get("state"), doc.get("algorithm"), doc.get("moved", [])
         if state not in (IDLE, PREPARED, FINALIZED):
             raise VnmError(f"a saved VNM state {state!r} is none of idle, prepared, finalized")
-        out.state, out.algorithm = state, doc.get("algorithm")
-        if "layout" in doc:
-            out.layout = layout_from(doc["layout"])
-            out.moved = tuple(out.layout.host(n).name for n in doc.get("moved", ()))
-        if state != IDLE and (out.layout is None or out.algorithm not in ALGORITHMS):
-            raise VnmError(f"a saved VNM state {state!r} lacks its layout or algorithm")
+        if state == IDLE:
+            if algorithm is not None or moved or "layout" in doc:
+                raise VnmError("a saved idle VNM state has a migration's algorithm, hosts "
+                               "or layout")
+            return out
+        if algorithm not in ALGORITHMS or "layout" not in doc:
+            raise VnmError(f"a saved VNM state {state!r} lacks its layout or a known algorithm")
+        if not isinstance(moved, list) or not all(isinstance(n, str) for n in moved):
+            raise VnmError(f"a saved VNM state's moved hosts must be a list of names, "
+                           f"not {moved!r}")
+        out.layout = layout_from(doc["layout"])
+        for name in moved:
+            out.layout.host(name)
+        _once(moved, "a saved VNM state has host {} moved twice")
+        if state == FINALIZED and len(moved) != len(out.layout.hosts):
+            raise VnmError("a saved finalized VNM state has hosts that never moved")
+        out.state, out.algorithm, out.moved = state, algorithm, tuple(moved)
         return out
 
 
@@ -309,6 +374,7 @@ _BODIES: Dict[str, Dict[str, bool]] = {  # command -> field -> required
     "finalize": {"algorithm": False},
     "status": {},
 }
+COMMANDS = tuple(_BODIES)
 
 
 def _body(command: str, body: Any) -> Dict[str, Any]:

@@ -124,7 +124,8 @@ def test_a_flood_on_a_switch_that_hides_a_port_is_translated_to_its_ports():
     assert dp.sent == []
 
 
-CTRL, IN_PORT, FLOOD = OFP.OFPP_CONTROLLER, OFP.OFPP_IN_PORT, OFP.OFPP_FLOOD
+CTRL, IN_PORT, FLOOD, ALL = OFP.OFPP_CONTROLLER, OFP.OFPP_IN_PORT, OFP.OFPP_FLOOD, OFP.OFPP_ALL
+TABLE, NORMAL, LOCAL = OFP.OFPP_TABLE, OFP.OFPP_NORMAL, OFP.OFPP_LOCAL
 
 
 @pytest.mark.parametrize("hidden", [[], [3]])
@@ -135,10 +136,14 @@ CTRL, IN_PORT, FLOOD = OFP.OFPP_CONTROLLER, OFP.OFPP_IN_PORT, OFP.OFPP_FLOOD
     ("rule", 1, 3, False),       # the hidden one (or, without it, one neither has)
     ("rule", 9, 2, False),       # matching on a port it does not have
     ("rule", 1, FLOOD, None),    # as is only when the bridge hides nothing
+    ("rule", 1, ALL, None), ("rule", 1, TABLE, True), ("rule", 1, NORMAL, True),
+    ("rule", 1, LOCAL, True),
     ("packet", 1, 2, True), ("packet", 1, IN_PORT, True), ("packet", CTRL, 2, True),
     ("packet", CTRL, CTRL, True),
     ("packet", 1, 1, False),     # back out of its own port
-    ("packet", 9, 2, False), ("packet", 1, 9, False), ("packet", 1, FLOOD, None)])
+    ("packet", 9, 2, False), ("packet", 1, 9, False), ("packet", 1, FLOOD, None),
+    ("packet", 3, 2, False),     # from the hidden port (or, without it, one neither has)
+    ("packet", 1, ALL, None), ("packet", 1, TABLE, True), ("packet", CTRL, LOCAL, True)])
 def test_what_a_direct_switch_passes_as_it_is(hidden, kind, in_port, out, as_is):
     """The fast path's rule: only what means the same on the bridge goes to it unchanged;
     anything else takes the translated way (and may go out changed, or not at all)."""
@@ -152,6 +157,27 @@ def test_what_a_direct_switch_passes_as_it_is(hidden, kind, in_port, out, as_is)
                                 b"x" * 60)
     ldp.send_msg(msg)
     assert (dp.sent == [msg]) is as_is
+
+
+def test_a_direct_switch_passes_deletes_as_they_are_but_not_buffered_packets():
+    shim, dp, ldp, _ = shim_with([1, 2, 3], hidden=[3])
+    delete = ofmsgs.flow_delete(ldp, out_port=9)
+    ldp.send_msg(delete)
+    buffered = ofmsgs.packet_out(ldp, 1, [ofmsgs.output(ldp, 2)], 7, None)
+    ldp.send_msg(buffered)
+    assert dp.sent == [delete]  # (a buffer id the apps never saw names no packet: not sent)
+
+
+def test_a_port_added_to_a_direct_bridge_makes_its_floods_translated():
+    shim, dp, ldp, _ = shim_with([1, 2])
+    ldp.send_msg(flow_add(ldp, FLOOD))
+    dp.ports[5] = SimpleNamespace(port_no=5)
+    desc = SimpleNamespace(port_no=5, state=0, config=0)
+    shim._port_status(SimpleNamespace(msg=SimpleNamespace(datapath=dp, reason=OFP.OFPPR_ADD,
+                                                          desc=desc)))
+    ldp.send_msg(flow_add(ldp, FLOOD, cookie=8))
+    first, second = dp.sent
+    assert outputs(first) == [FLOOD] and outputs(second) == [2]
 
 
 @pytest.mark.parametrize("alone", [True, False])
