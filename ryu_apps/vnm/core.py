@@ -45,7 +45,6 @@ from lime_shim.plan import PlanError, check as lime_check, number
 ALGORITHMS = ("alap", "asap")
 IDLE, PREPARED, FINALIZED = "idle", "prepared", "finalized"
 PATCH_COOKIE = 0x7E55E1 << 40   # the tunnel switch's patch (not the shim's mark, 0x11ae << 48)
-PATCH_COOKIE_MASK = 0xFFFFFF << 40
 PATCH_PRIORITY = 100
 
 
@@ -124,15 +123,16 @@ def _layout(doc: Any) -> Layout:
     uplinks = _port_pairs(doc["uplinks"], old, "uplinks", "the port to the tunnel switch of")
     steps = tuple(lime_check("ensemble", {"steps": doc["steps"]})["steps"])
     for s in steps:
-        if set(s) - {"switch", "onto", "ports", "tunnels"}:
+        extra = sorted(set(s) - {"switch", "onto", "ports", "tunnels"})
+        if extra:
             raise VnmError(f"the step for {s['switch']:#x} may give only ports and tunnels (the "
                            f"networks move together: no neighbour is rewired), not "
-                           f"{', '.join(sorted(set(s) - {'switch', 'onto', 'ports', 'tunnels'}))}")
+                           f"{', '.join(extra)}")
     planned = {(s["switch"], s["onto"]) for s in steps}
     if planned != set(pairs) or len(steps) != len(pairs):
         raise VnmError("the ensemble's steps must clone each old switch onto its counterpart, "
                        f"once: pairs {_show(pairs)}, steps {_show(sorted(planned))}")
-    up = {o: [b, a] for o, a, b in uplinks}
+    up = _relays(uplinks)
     for s in steps:
         for port, ends in sorted(s.get("tunnels", {}).items()):
             if ends != up[s["switch"]]:
@@ -206,6 +206,12 @@ def _hosts(value: Any, old: Mapping[int, int]) -> Tuple[Host, ...]:
     _once([f"{h.switch:#x}:{h.port}" for h in out], "two hosts are on port {}")
     _once([f"{h.onto:#x}:{h.onto_port}" for h in out], "two hosts would move onto port {}")
     return tuple(out)
+
+
+def _relays(uplinks: Tuple[Tuple[int, int, int], ...]) -> Dict[int, List[int]]:
+    """Old switch -> [its counterpart's uplink, its own]: how LIME names a tunnel (and a relay)
+    from the new switch to the old one."""
+    return {o: [new, old] for o, old, new in uplinks}
 
 
 def _port(value: Any, what: str) -> int:
@@ -287,9 +293,9 @@ class Vnm:
         algorithm, layout = body["algorithm"], layout_from(body["layout"])
         steps = [dict(s) for s in layout.steps]
         if algorithm == "asap":  # the new network relays to the old one until finalize
-            up = {o: [b, a] for o, a, b in layout.uplinks}
+            up = _relays(layout.uplinks)
             for s in steps:
-                s["relay"] = up[s["switch"]]  # [the new switch's uplink, the old switch's]
+                s["relay"] = up[s["switch"]]
         unpatch = Step("unpatch", PATCH_COOKIE)
         return [Step("patch", patch_rules(layout), undo=unpatch),
                 Step("lime", {"op": "ensemble", "steps": steps})]
