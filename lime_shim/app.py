@@ -90,7 +90,7 @@ from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, P
 from lime_shim.table import OFPFC_ADD, OFPFC_DELETE, OFPFC_DELETE_STRICT, FlowMod, FlowTable
 from lime_shim.timeouts import Timeouts
 from ryu_apps import config, ofmsgs
-from ryu_apps.kvs import StoreError, connect
+from ryu_apps.kvs import StoreError, connect, serve
 from ryu_apps.loud import MARKER, loud
 from ryu_apps.loud import failed as loud_failed
 from ryu_apps.roles.app import BRICK_NAME as PHYS_ROLES_BRICK
@@ -177,6 +177,7 @@ class LimeShim(compat.RyuApp):
             self.cfg = config.load()
             self.spares = config.lime_spares()
             self.reserved = config.lime_reserved()
+            self.hidden = config.lime_hidden()
             settle_s = config.lime_settle_s()
             self.redis = connect(self.cfg.redis_host, self.cfg.redis_port, self.cfg.redis_password)
         except (config.ConfigError, StoreError) as e:
@@ -293,6 +294,8 @@ class LimeShim(compat.RyuApp):
         if ls is None:
             if dp.id in self.spares:
                 return  # a clone target, until a clone makes it an instance
+            if dp.id in self.hidden:
+                return  # e.g. a tunnel switch: connected (in `phys`), another app's to program
             if dp.id in self.map.switches:
                 LOG.info("lime: %#x is a retired instance (its logical switch lives on %s): "
                          "left alone", dp.id, [f"{d:#x}" for d in self.map.switches[dp.id].instances])
@@ -873,7 +876,7 @@ class LimeShim(compat.RyuApp):
             dp = self.phys.get(pdpid)
             if dp is None or (only is not None and pdpid != only):
                 continue
-            ends = tr.tunnel_ends(ls, inst)
+            ends = tr.tunnel_ends(ls, inst) + tr.relay_rules(inst)
             adds, deletes = tr.sync(self.ends.get(pdpid, {}), ends)
             for r in adds:
                 dp.send_msg(ofconv.flow_add_to(dp, r))
@@ -1026,6 +1029,11 @@ class LimeShim(compat.RyuApp):
             LOG.warning("lime: %#x answered a statistics request with error type %d code %d",
                         msg.datapath.id, msg.type, msg.code)
             self._request_ended(key)
+            return
+        if msg.datapath.id not in self.hidden:  # (a hidden bridge's app hears its own errors)
+            # One of the shim's own messages refused: a rule the map needs is missing.
+            LOG.error("lime: %#x refused a message (xid %#x): error type %d code %d",
+                      msg.datapath.id, msg.xid, msg.type, msg.code)
 
     def _request_ended(self, key: Tuple[int, int]) -> None:
         ldpid, xid = self.requests.pop(key)
@@ -1195,17 +1203,7 @@ class LimeShim(compat.RyuApp):
 
     # -- operations ---------------------------------------------------------------------------------
     def _listen_ops(self) -> None:
-        while True:
-            try:
-                ps = self.redis.pubsub(ignore_subscribe_messages=True)
-                ps.subscribe(OPS_CHANNEL)
-                for m in ps.listen():
-                    self._op(m["data"])
-            except redis.RedisError as e:
-                LOG.error("lime: operations channel lost (%s); again in 1 s", e)
-                compat.hub.sleep(1.0)
-            except Exception:  # noqa: BLE001 -- a dead listener would stop every operation
-                LOG.exception("%s in the LIME operations listener", MARKER)
+        serve(self.redis, OPS_CHANNEL, self._op, "LIME operations", LOG, compat.hub.sleep)
 
     def _op(self, raw: bytes) -> None:
         try:

@@ -30,8 +30,10 @@ class NoAnswer(SdnmigError):
     """The shim took the request but did not answer in time; the operation may still be running."""
 
 
-def request(r: redis.Redis, req: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """Send `req` (an operation, without "reply") and return the shim's answer."""
+def request(r: redis.Redis, req: Dict[str, Any], timeout: float, channel: str = OPS_CHANNEL,
+            who: str = "the LIME shim (app 'lime')") -> Dict[str, Any]:
+    """Send `req` (an operation, without "reply") and return the answer. Other apps (the VNM
+    migrator) answer on a `channel` of their own the same way."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout {timeout!r} must be a number of seconds above 0")
@@ -43,9 +45,9 @@ def request(r: redis.Redis, req: Dict[str, Any], timeout: float) -> Dict[str, An
             pubsub.subscribe(reply)
             if _next(pubsub, deadline, "subscribe") is None:
                 raise NoAnswer(f"could not subscribe to {reply} within {timeout:.1f} s")
-            if not r.publish(OPS_CHANNEL, json.dumps(dict(req, reply=reply))):
-                raise Unavailable(f"nobody listens on {OPS_CHANNEL}: is the LIME shim running on "
-                                  "this controller instance (app 'lime')?")
+            if not r.publish(channel, json.dumps(dict(req, reply=reply))):
+                raise Unavailable(f"nobody listens on {channel}: is {who} running on this "
+                                  "controller instance?")
             got = _next(pubsub, deadline, "message")
         finally:
             pubsub.close()

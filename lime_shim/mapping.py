@@ -12,6 +12,11 @@ each instance every logical port has
   neighbour of a cloned switch has two (the links to the old and to the new instance), so every
   rule that matches that in_port is installed once per physical input.
 
+An instance may instead be a *relay* (`Relay`, Tunnel ASAP): it holds none of the apps' rules and
+sends whatever arrives on its inputs, tagged with the logical port, to another instance, which
+handles it as if it had arrived on its own input of that port. Promoting a relay gives it the
+rules first (`holds_rules`), then ends the relaying.
+
 The map is saved as JSON (in Redis, by the adapter) so a controller restart finds a migration where
 it was and can resume or roll it back.
 """
@@ -44,6 +49,25 @@ class Tunnel:
 
 
 Place = Union[Local, Tunnel]
+RELAY_VID_BASE = 2048  # relayed logical port p travels as VLAN 2048 + p (tunnels use low ids)
+
+
+@dataclass(frozen=True)
+class Relay:
+    """An instance that forwards nothing itself: every packet arriving on one of its inputs is
+    tagged with its logical port (relay_vid) and sent out of `via` to `peer`, which takes it in
+    on `peer_port` as if it had arrived on its own input of that logical port (Tunnel ASAP)."""
+
+    via: int
+    peer: int
+    peer_port: int
+
+
+def relay_vid(lport: int) -> int:
+    vid = RELAY_VID_BASE + lport
+    if not VID_MIN <= vid <= VID_MAX:
+        raise MappingError(f"logical port {lport} cannot be relayed (VLAN {vid} out of range)")
+    return vid
 
 
 @dataclass
@@ -51,6 +75,8 @@ class Instance:
     dpid: int
     out: Dict[int, Place] = field(default_factory=dict)   # logical port -> output place
     ins: Dict[int, int] = field(default_factory=dict)     # physical port -> logical port
+    relay: Optional[Relay] = None
+    holds_rules: bool = True  # False: a relay without the apps' rules (ASAP before finalize)
 
     def inputs_of(self, lport: int) -> Tuple[int, ...]:
         return tuple(sorted(p for p, lp in self.ins.items() if lp == lport))
@@ -170,6 +196,10 @@ class Mapping:
             if other.dpid != pdpid and any(isinstance(p, Tunnel) and p.peer == pdpid
                                            for p in other.out.values()):
                 raise MappingError(f"instance {other.dpid:#x} still tunnels to {pdpid:#x}")
+            if other.relay is not None and other.relay.peer == pdpid:
+                raise MappingError(f"instance {other.dpid:#x} still relays to {pdpid:#x}")
+        if not any(i.holds_rules for d, i in ls.instances.items() if d != pdpid):
+            raise MappingError(f"{pdpid:#x} is the last instance of {dpid:#x} holding its rules")
         del ls.instances[pdpid]
         self.version += 1
 
@@ -187,10 +217,36 @@ class Mapping:
                         raise MappingError(f"two tunnels into {place.peer:#x} port "
                                            f"{place.peer_port} use VLAN {place.vid}")
                     arriving[key] = (i.dpid, lport)
+        for i in after.values():
+            if i.relay is not None:
+                self._check_relay(ls, after, i, arriving)
+        if not any(i.holds_rules for i in after.values()):
+            raise MappingError(f"no instance of {ls.dpid:#x} would hold its rules")
         for (peer, port, _vid) in arriving:
             p = after[peer]
             if port in p.ins or any(pl == Local(port) for pl in p.out.values()):
                 raise MappingError(f"tunnel port {port} of {peer:#x} is also a port of the switch")
+
+    @staticmethod
+    def _check_relay(ls: LogicalSwitch, after: Dict[int, Instance], inst: Instance,
+                     arriving: Dict[Tuple[int, int, int], Tuple[int, int]]) -> None:
+        r = inst.relay
+        assert r is not None
+        home = after.get(r.peer)
+        if home is None or r.peer == inst.dpid or home.relay is not None or not home.holds_rules:
+            raise MappingError(f"{inst.dpid:#x} relays to {r.peer:#x}, which is not another "
+                               f"instance of {ls.dpid:#x} holding its rules")
+        if r.via in inst.ins or any(pl == Local(r.via) for pl in inst.out.values()):
+            raise MappingError(f"relay port {r.via} of {inst.dpid:#x} is also a port of the switch")
+        for lport in sorted(set(inst.ins.values())):
+            if not home.inputs_of(lport):
+                raise MappingError(f"{inst.dpid:#x} relays port {lport} to {r.peer:#x}, which "
+                                   f"has no input for it")
+            key = (r.peer, r.peer_port, relay_vid(lport))
+            if key in arriving:
+                raise MappingError(f"two tunnels into {r.peer:#x} port {r.peer_port} use VLAN "
+                                   f"{key[2]}")
+            arriving[key] = (inst.dpid, lport)
 
     @staticmethod
     def _check_places(ls: LogicalSwitch, after: Dict[int, Instance], inst: Instance) -> None:
@@ -257,14 +313,27 @@ def _place_doc(place: Place) -> List[int]:
 
 def _ls_doc(ls: LogicalSwitch) -> Dict[str, Any]:
     return {"dpid": ls.dpid, "ports": list(ls.ports),
-            "instances": [{"dpid": i.dpid,
+            "instances": [_instance_doc(i) for i in ls.instances.values()]}
+
+
+def _instance_doc(i: Instance) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"dpid": i.dpid,
                            "out": {str(k): _place_doc(v) for k, v in sorted(i.out.items())},
                            "ins": {str(k): v for k, v in sorted(i.ins.items())}}
-                          for i in ls.instances.values()]}
+    if i.relay is not None:  # (only then: a map without relays is saved as before)
+        doc["relay"] = [i.relay.via, i.relay.peer, i.relay.peer_port]
+    if not i.holds_rules:
+        doc["holds_rules"] = False
+    return doc
 
 
 def _instance(doc: Dict[str, Any]) -> Instance:
     out: Dict[int, Place] = {}
     for k, v in doc["out"].items():
         out[int(k)] = Local(int(v[0])) if len(v) == 1 else Tunnel(*(int(x) for x in v))
-    return Instance(int(doc["dpid"]), out, {int(k): int(v) for k, v in doc["ins"].items()})
+    relay = doc.get("relay")
+    holds = doc.get("holds_rules", True)
+    if not isinstance(holds, bool):
+        raise TypeError(f"holds_rules {holds!r} is not true or false")
+    return Instance(int(doc["dpid"]), out, {int(k): int(v) for k, v in doc["ins"].items()},
+                    Relay(*(int(x) for x in relay)) if relay is not None else None, holds)

@@ -61,13 +61,28 @@ class PopVlan:
 
 
 @dataclass(frozen=True)
+class SetInPort:
+    """The packet's in_port rewritten (a relayed packet taken in as if it arrived on `port`);
+    with Resubmit, the tables look it up again as such (ovs-fields(7): in_port is writable)."""
+
+    port: int
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Look the packet up again in `table` (Open vSwitch's resubmit, a Nicira extension)."""
+
+    table: int = 0
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action the shim does not rewrite, kept as the platform object (or any value)."""
 
     action: Any
 
 
-Action = Union[Output, PushVlan, SetVlan, PopVlan, Opaque]
+Action = Union[Output, PushVlan, SetVlan, PopVlan, SetInPort, Resubmit, Opaque]
 Actions = Tuple[Action, ...]
 #: A match as sorted (OXM field name, value) pairs; a masked field's value is (value, mask).
 Match = Tuple[Tuple[str, Any], ...]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any, List, Optional, Tuple
 
-from lime_shim.model import (Action, Actions, Match, Opaque, Output, PopVlan, PushVlan, Rule,
-                             SetVlan)
+from lime_shim.model import (Action, Actions, Match, Opaque, Output, PopVlan, PushVlan, Resubmit,
+                             Rule, SetInPort, SetVlan)
 from lime_shim.table import FlowMod
 from lime_shim.translate import COOKIE_MARK, COOKIE_MASK, FORM_MASK
 from ryu_apps import ofmsgs
@@ -112,6 +112,13 @@ def actions_to(ofp: Any, parser: Any, actions: Actions) -> List[Any]:
             out.append(parser.OFPActionSetField(vlan_vid=a.vid))
         elif isinstance(a, PopVlan):
             out.append(parser.OFPActionPopVlan())
+        elif isinstance(a, SetInPort):
+            # Open vSwitch 3.1 takes a set-field of the 16-bit Nicira in_port on OpenFlow 1.3
+            # and 1.5; it refuses the 32-bit OXM in_port (OFPBAC_BAD_SET_ARGUMENT), and the
+            # Nicira register loads on 1.5 (BAD_EXPERIMENTER_TYPE). Measured, see the README.
+            out.append(parser.OFPActionSetField(in_port_nxm=a.port))
+        elif isinstance(a, Resubmit):
+            out.append(parser.NXActionResubmitTable(table_id=a.table))
         else:
             out.append(a.action)
     return out

@@ -22,6 +22,10 @@ step fails, so a refused operation leaves the map, the rules and the neighbours 
 |            | migration back); a quiet moment; I leaves the map and loses the shim's rules;  |
 |            | neighbours drop the input from I; a port down only on I is up                  |
 | retire_ensemble | several retires, all checked first, one quiet moment for all              |
+| (clone with | the target is a relay (Tunnel ASAP): it gets no rules, only its inputs sent |
+|  `relay`)  | tagged to the switch, which takes them in as its own input's (translate.py)   |
+| promote_ensemble | relays become full instances: the rules (barrier; failing: undone),    |
+|            | then the relaying stops, a quiet moment, then the relayed packets' ends go    |
 | freeze     | the baseline LIME is measured against (freeze and copy): S stops forwarding   |
 |            | (a drop-all rule above the others, confirmed by a barrier), its final counters |
 |            | are read, its rules deleted; S' takes every rule as the only instance, a       |
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from lime_shim import ofconv
 from lime_shim.mapping import (VID_MAX, VID_MIN, Instance, Local, LogicalSwitch, Mapping,
-                               MappingError, Tunnel)
+                               MappingError, Relay, Tunnel)
 from lime_shim.model import Rule, is_physical
 from lime_shim.translate import TUNNEL_COOKIE, TUNNEL_PRIORITY
 from sdnmig import compat
@@ -52,6 +56,7 @@ BARRIER_TIMEOUT_S = 5.0
 RETIRE_QUIET_S = 0.2  # packets already inside the instance being retired get out
 Move = Tuple[LogicalSwitch, int, int]  # neighbour, its logical port toward the switch, new port
 FREEZE = Rule(TUNNEL_PRIORITY, (), (), cookie=TUNNEL_COOKIE)  # above every rule: drop all
+ENSEMBLES = ("ensemble", "retire_ensemble", "promote_ensemble")
 
 
 class Operations:
@@ -66,10 +71,11 @@ class Operations:
         runs: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
             "clone": self._clone_req, "freeze": self._freeze_req, "move_host": self._move_req,
             "retire": self._retire_req, "ensemble": self._ensemble_req,
-            "retire_ensemble": self._retire_ensemble_req}
+            "retire_ensemble": self._retire_ensemble_req,
+            "promote_ensemble": self._promote_ensemble_req}
         if op not in runs:
             raise ValueError(f"unknown operation {op!r}")
-        steps = req.get("steps") if op in ("ensemble", "retire_ensemble") else [req]
+        steps = req.get("steps") if op in ENSEMBLES else [req]
         if not isinstance(steps, list) or not steps:
             raise ValueError("an ensemble needs a non-empty list of steps")
         dpids = [int(s["switch"]) for s in steps]
@@ -92,6 +98,9 @@ class Operations:
                                                          for lp, pl in sorted(i.out.items())}
                                              for d, i in ls.instances.items()}
                            for ls in m if ls.migrating},
+                "relays": {f"{ls.dpid:#x}": {f"{d:#x}": _relay_text(i)
+                                             for d, i in ls.instances.items() if i.relay}
+                           for ls in m if any(i.relay for i in ls.instances.values())},
                 "direct": sorted(f"{d:#x}" for d in self.shim.direct),
                 "links": {f"{k:#x}": v for k, v in self.shim.links.items()}}  # [n, port, old, new, onto]
 
@@ -153,6 +162,37 @@ class Operations:
         self.retire_all(steps)
         return self._done(started, [ls for ls, _ in steps])
 
+    def _promote_ensemble_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        """Relays become full instances, make before break: first they get the rules (the relay
+        rules above them still decide), then they stop relaying, then their homes stop taking
+        relayed packets in, once those in flight are through."""
+        started = time.monotonic()
+        steps: List[Tuple[LogicalSwitch, Instance]] = []
+        for step in req["steps"]:
+            ls = self.shim.map.logical(int(step["switch"]))
+            inst = ls.instance(int(step["instance"]))
+            if inst.relay is None:
+                raise ValueError(f"{inst.dpid:#x} is no relay of {ls.dpid:#x}: nothing to promote")
+            steps.append((ls, inst))
+        shim = self.shim
+        for ls, inst in steps:
+            shim.map.set_instance(ls.dpid, _with(inst, holds_rules=True))
+            shim.reinstall(ls, only=inst.dpid)
+        if not all(self._barrier(ls) for ls, _ in steps):
+            for ls, inst in steps:
+                shim.map.set_instance(ls.dpid, inst)
+                shim.reinstall(ls, only=inst.dpid)
+            raise ValueError("a relay did not confirm the rules: promotion undone")
+        for ls, inst in steps:
+            shim.map.set_instance(ls.dpid, _with(inst, holds_rules=True, relay=None))
+            shim.reinstall(ls, only=inst.dpid)
+        for ls, _ in steps:
+            self._barrier(ls)
+        compat.hub.sleep(RETIRE_QUIET_S)  # relayed packets still on their way arrive
+        for ls, _ in steps:
+            shim.reinstall(ls)  # the homes' relay ends go
+        return self._done(started, [ls for ls, _ in steps])
+
     def _freeze_req(self, req: Dict[str, Any]) -> Dict[str, Any]:
         return self._one_switch(req, self.freeze)
 
@@ -198,6 +238,13 @@ class Operations:
         for pp in [*ports.values(), *(t[0] for t in tunnels.values())]:
             if pp not in known:
                 raise ValueError(f"clone target {onto:#x} has no port {pp}")
+        relay = None
+        if req.get("relay") is not None:
+            via, peer_port = (int(x) for x in req["relay"])
+            if via not in known or peer_port not in shim.phys.get(home, _NoPorts).ports:
+                raise ValueError(f"relay: [port of {onto:#x} toward {home:#x}, port of "
+                                 f"{home:#x} toward {onto:#x}], not {req['relay']}")
+            relay = Relay(via, home, peer_port)
         out: Dict[int, Any] = {lp: Local(pp) for lp, pp in ports.items()}
         for lport, t in sorted(tunnels.items()):
             if len(t) != 2 or t[1] not in shim.phys.get(home, _NoPorts).ports:
@@ -205,7 +252,8 @@ class Operations:
                                  f"port of {home:#x} toward {onto:#x}], not {list(t)}")
             out[lport] = Tunnel(t[0], _free_vid(m, home, t[1], lport, taken=out.values()),
                                 home, t[1])
-        inst = Instance(onto, out, {pp: lp for lp, pp in ports.items()})
+        inst = Instance(onto, out, {pp: lp for lp, pp in ports.items()}, relay,
+                        holds_rules=relay is None)
         m.check_instance(ls, inst)
         return ls, inst, self._check_neighbours(ls, neighbours, m)
 
@@ -433,11 +481,26 @@ def _place_text(place: Optional[Any]) -> str:
     return "none"
 
 
+_SAME: Any = object()
+
+
 def _with(inst: Instance, ins: Optional[Dict[int, int]] = None,
-          out: Optional[Dict[int, Any]] = None) -> Instance:
-    """A copy of the instance with these inputs and output places added or replaced (the map
-    checks a copy before anything is changed)."""
+          out: Optional[Dict[int, Any]] = None, relay: Any = _SAME,
+          holds_rules: Optional[bool] = None) -> Instance:
+    """A copy of the instance with these inputs and output places added or replaced, and its
+    relay changed if given (the map checks a copy before anything is changed)."""
     new = copy.deepcopy(inst)
     new.ins.update(ins or {})
     new.out.update(out or {})
+    if relay is not _SAME:
+        new.relay = relay
+    if holds_rules is not None:
+        new.holds_rules = holds_rules
     return new
+
+
+def _relay_text(inst: Instance) -> str:
+    r = inst.relay
+    assert r is not None
+    return (f"relay via {r.via} to {r.peer:#x}:{r.peer_port}"
+            + ("" if inst.holds_rules else ", no rules"))

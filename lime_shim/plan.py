@@ -14,8 +14,12 @@ those linked to spares):
 |                                               | port to S, N's port to S']                       |
 | a host, or a neighbour S' cannot reach        | tunnels[p] = [S' port of the S-S' link, S port   |
 |                                               | of it] (no such link: the plan fails)            |
+| the same, with a tunnel switch `via` given    | tunnels[p] = [S' port to via, S port to via]     |
+|                                               | (the first link of each; none: the plan fails)   |
 
 The ensemble row is checked first: a neighbour that moves too is reached at its new place.
+A tunnel switch (`via`, the VNM testbed's t0) joins S and S' when no direct link does: it counts
+as a spare (S's links to it are no logical ports, it is never paired as a neighbour).
 Several parallel links to one neighbour are paired in port order. A host is moved later
 (`move_host`) to the port of the instance whose other end is the same host (same netns).
 
@@ -66,20 +70,26 @@ def logical_ports(topo: Topology, switch: int, spares: Iterable[int]) -> List[in
 
 def clone_request(topo: Topology, switch: int, onto: int,
                   ensemble: Optional[Mapping[int, int]] = None,
-                  spares: Iterable[int] = ()) -> Dict[str, Any]:
+                  spares: Iterable[int] = (), via: Optional[int] = None) -> Dict[str, Any]:
     """The clone (or freeze) request for `switch` onto `onto`; `ensemble` maps the other switches
-    moved in the same operation to their targets; `spares` are further bridges to leave out."""
+    moved in the same operation to their targets; `spares` are further bridges to leave out;
+    `via`, a tunnel switch to tunnel through instead of a direct `switch`-`onto` link."""
     others = dict(ensemble or {})
     others.pop(switch, None)
     _ports(topo, onto)
     spare = {onto, *others.values(), *spares}
     if switch in spare:
         raise PlanError(f"{switch:#x} is a clone target itself")
+    if via is not None:
+        _ports(topo, via)
+        if via in {switch, onto, *others, *others.values()}:
+            raise PlanError(f"the tunnel switch {via:#x} is also moved or a clone target")
+        spare.add(via)
     ports: Dict[int, int] = {}
     tunnels: Dict[int, List[int]] = {}
     neighbours: List[List[int]] = []
-    pairs = _pairings(topo, switch, onto, others)
-    home = links_between(topo, onto, switch)
+    pairs = _pairings(topo, switch, onto, others, spare)
+    home = _home(topo, switch, onto, via)
     for p in logical_ports(topo, switch, spare):
         paired = pairs.get(p)
         if paired is not None:
@@ -93,18 +103,37 @@ def clone_request(topo: Topology, switch: int, onto: int,
             what = topo[switch][p]
             end = f"switch {what.switch:#x}" if what.switch is not None else f"host {what.host}"
             raise PlanError(f"port {p} of {switch:#x} (to {end}) cannot be reached from "
-                            f"{onto:#x}, and there is no {switch:#x}-{onto:#x} link to tunnel it")
+                            f"{onto:#x}, and there is no {_missing(topo, switch, onto, via)} "
+                            f"to tunnel it")
     return {"switch": switch, "onto": onto, "ports": ports, "tunnels": tunnels,
             "neighbours": neighbours}
 
 
-def _pairings(topo: Topology, switch: int, onto: int, others: Mapping[int, int]
-              ) -> Dict[int, Tuple[int, Optional[int]]]:
-    """Logical port -> (onto's port, the neighbour's port toward onto or None in an ensemble)."""
+def _home(topo: Topology, switch: int, onto: int, via: Optional[int]) -> List[Tuple[int, int]]:
+    """[(onto's port, switch's port)] of the way a tunnel takes: the direct links, or the first
+    link of each to the tunnel switch (none: no way)."""
+    if via is None:
+        return links_between(topo, onto, switch)
+    to_onto, to_switch = links_between(topo, onto, via), links_between(topo, switch, via)
+    return [(to_onto[0][0], to_switch[0][0])] if to_onto and to_switch else []
+
+
+def _missing(topo: Topology, switch: int, onto: int, via: Optional[int]) -> str:
+    if via is None:
+        return f"{switch:#x}-{onto:#x} link"
+    lacking = [d for d in (switch, onto) if not links_between(topo, d, via)]
+    return " nor ".join(f"{d:#x}-{via:#x} link" for d in lacking) + " (tunnel switch)"
+
+
+def _pairings(topo: Topology, switch: int, onto: int, others: Mapping[int, int],
+              spare: Iterable[int] = ()) -> Dict[int, Tuple[int, Optional[int]]]:
+    """Logical port -> (onto's port, the neighbour's port toward onto or None in an ensemble);
+    spares (their links are no logical ports) are never paired."""
     out: Dict[int, Tuple[int, Optional[int]]] = {}
     by_neighbour: Dict[int, List[int]] = {}
+    left_out = set(spare)
     for p, peer in sorted(_ports(topo, switch).items()):
-        if peer.switch is not None and peer.switch != switch:
+        if peer.switch is not None and peer.switch != switch and peer.switch not in left_out:
             by_neighbour.setdefault(peer.switch, []).append(p)
     for n, mine in by_neighbour.items():
         moved = others.get(n)
@@ -117,16 +146,18 @@ def _pairings(topo: Topology, switch: int, onto: int, others: Mapping[int, int]
     return out
 
 
-def ensemble_request(topo: Topology, pairs: Mapping[int, int],
-                     spares: Iterable[int] = ()) -> Dict[str, Any]:
-    """Clone every switch of `pairs` onto its target, as one all-or-nothing operation."""
+def ensemble_request(topo: Topology, pairs: Mapping[int, int], spares: Iterable[int] = (),
+                     via: Optional[int] = None) -> Dict[str, Any]:
+    """Clone every switch of `pairs` onto its target, as one all-or-nothing operation (tunnels
+    through the tunnel switch `via`, if given)."""
     if not pairs:
         raise PlanError("an ensemble needs at least one switch=target pair")
     targets = list(pairs.values())
     if len(set(targets)) != len(targets):
         raise PlanError("two switches of the ensemble have the same target")
     spare = list(spares)
-    return {"steps": [clone_request(topo, s, t, pairs, spare) for s, t in sorted(pairs.items())]}
+    return {"steps": [clone_request(topo, s, t, pairs, spare, via)
+                      for s, t in sorted(pairs.items())]}
 
 
 def move_host_request(topo: Topology, switch: int, port: int, onto: int) -> Dict[str, Any]:
@@ -189,10 +220,16 @@ def _neighbours(value: Any, what: str) -> List[List[int]]:
             for item in _list(value, what)]
 
 
+def _relay(value: Any, what: str) -> List[int]:
+    """[the target's port toward the switch, the switch's port toward the target]: the target
+    relays to the switch instead of holding the rules (Tunnel ASAP)."""
+    return [number(x, what) for x in _list(value, what, 2)]
+
+
 Field = Callable[[Any, str], Any]
 _CLONE: Dict[str, Tuple[Field, bool]] = {  # field -> (check, required)
     "switch": (number, True), "onto": (number, True), "ports": (_port_map, False),
-    "tunnels": (_tunnels, False), "neighbours": (_neighbours, False)}
+    "tunnels": (_tunnels, False), "neighbours": (_neighbours, False), "relay": (_relay, False)}
 _RETIRE = {"switch": (number, True), "instance": (number, True)}
 _MOVE = {"switch": (number, True), "port": (number, True), "onto": (number, True),
          "onto_port": (number, True)}
@@ -230,6 +267,7 @@ OPS: Dict[str, Mapping[str, Tuple[Field, bool]]] = {
     "status": {}, "clone": _CLONE, "freeze": _CLONE, "move_host": _MOVE, "retire": _RETIRE,
     "ensemble": {"steps": (_steps(_CLONE), True)},
     "retire_ensemble": {"steps": (_steps(_RETIRE), True)},
+    "promote_ensemble": {"steps": (_steps(_RETIRE), True)},
 }
 
 

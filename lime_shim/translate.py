@@ -31,16 +31,22 @@ Per instance, for a rule R of logical switch L:
 Tunnel ends: for every tunnel another instance points at I, I gets a rule (priority 65535) that
 pops the tag and outputs to the logical port's local port, and a drop rule for anything else on
 the tunnel port; app rules on I all match an input port, so tunnelled packets never meet them.
+
+Relays (Tunnel ASAP): an instance that does not hold the rules gets none of them; it sends what
+arrives on each input, tagged 2048 + its logical port, out of its relay port (`relay_rules`).
+Its home ends that: pop, set in_port to its own input of that logical port, look the packet up
+again from table 0 (`tunnel_ends`), so the apps' rules there handle it as if it had come in
+there, and its packet-ins name that port.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
-from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel
+from lime_shim.mapping import Instance, LogicalSwitch, Local, Tunnel, relay_vid
 from lime_shim.model import (EVERY_PORT, OFPFF_SEND_FLOW_REM, OFPP_CONTROLLER, PASS_THROUGH,
                              VLAN_PRESENT, Action, Actions, Opaque, Output, PopVlan, PushVlan,
-                             Rule, SetVlan, match_get, match_set)
+                             Resubmit, Rule, SetInPort, SetVlan, match_get, match_set)
 from lime_shim.table import FlowTable
 
 #: Cookies of the shim's own physical rules: the top 16 bits mark them; bit 47 marks a phase-1
@@ -141,9 +147,12 @@ def needs_split(ls: LogicalSwitch, inst: Instance, rule: Rule) -> bool:
 
 
 def tunnel_ports(ls: LogicalSwitch, inst: Instance) -> Tuple[int, ...]:
-    """This instance's ports where tunnels from other instances arrive."""
-    return tuple(sorted({pl.peer_port for o in ls.instances.values() if o.dpid != inst.dpid
-                         for pl in o.out.values() if isinstance(pl, Tunnel) and pl.peer == inst.dpid}))
+    """This instance's ports where tunnels (and relays) from other instances arrive."""
+    ports = {pl.peer_port for o in ls.instances.values() if o.dpid != inst.dpid
+             for pl in o.out.values() if isinstance(pl, Tunnel) and pl.peer == inst.dpid}
+    ports |= {o.relay.peer_port for o in ls.instances.values()
+              if o.relay is not None and o.relay.peer == inst.dpid}
+    return tuple(sorted(ports))
 
 
 def identical(ls: LogicalSwitch) -> Optional[FrozenSet[int]]:
@@ -177,6 +186,8 @@ def translate(ls: LogicalSwitch, inst: Instance, rule: Rule, serial: int, phase_
     `phase_one`: the first half of a two-phase update (the match, every packet to the shim).
     `same`: `identical(ls)`, which the caller caches: a short cut to the same result for most
     rules (the packet-in path's cost, see experiments/lime_overhead.py)."""
+    if not inst.holds_rules:
+        return (), ()  # a relay: its home has the rules (relay_rules, tunnel_ends)
     if same is not None and not phase_one and as_is(rule, same):
         flags = rule.flags | OFPFF_SEND_FLOW_REM if rule.idle_timeout or rule.hard_timeout \
             else rule.flags
@@ -229,9 +240,29 @@ def tunnel_ends(ls: LogicalSwitch, inst: Instance) -> Tuple[Rule, ...]:
             rules.append(Rule(TUNNEL_PRIORITY, m, (PopVlan(), Output(local)),
                               cookie=TUNNEL_COOKIE))
             guarded.add(place.peer_port)
+        r = other.relay
+        if r is None or r.peer != inst.dpid:
+            continue
+        for lport in sorted(set(other.ins.values())):  # taken in as if on its own input
+            m = (("in_port", r.peer_port), ("vlan_vid", relay_vid(lport) | VLAN_PRESENT))
+            rules.append(Rule(TUNNEL_PRIORITY, m, (PopVlan(), SetInPort(inst.inputs_of(lport)[0]),
+                                                   Resubmit(0)), cookie=TUNNEL_COOKIE))
+        guarded.add(r.peer_port)
     for port in sorted(guarded):
         rules.append(Rule(TUNNEL_GUARD_PRIORITY, (("in_port", port),), (), cookie=TUNNEL_COOKIE))
     return tuple(rules)
+
+
+def relay_rules(inst: Instance) -> Tuple[Rule, ...]:
+    """A relay's rules: whatever arrives on an input goes to its home, tagged with its logical
+    port. Above any rule of the apps, so they also hold while a relay is being promoted."""
+    r = inst.relay
+    if r is None:
+        return ()
+    return tuple(Rule(TUNNEL_PRIORITY, (("in_port", pport),),
+                      (PushVlan(), SetVlan(relay_vid(lport) | VLAN_PRESENT), Output(r.via)),
+                      cookie=TUNNEL_COOKIE)
+                 for pport, lport in sorted(inst.ins.items()))
 
 
 def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions,

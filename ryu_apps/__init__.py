@@ -9,5 +9,7 @@ APPS = {
     "roles": "ryu_apps.roles.app",
     "erc": "ryu_apps.erc.app",
     "lime": "lime_shim.app",
+    "vnm": "ryu_apps.vnm.app",
+    "pathflip": "ryu_apps.pathflip.app",
     "simple_switch_13": "ryu_apps.hosted.simple_switch_13",
 }

@@ -45,6 +45,17 @@ _OPTS = [
     compat.cfg.StrOpt("lime_reserved", default="",
                       help="'dpid:port,...': ports kept for migrations (links to spares): the "
                            "LIME shim does not show them to apps"),
+    compat.cfg.StrOpt("lime_hidden", default="",
+                      help="dpids the LIME shim connects to but never shows to apps nor maps "
+                           "(a tunnel switch another app patches, as in whole-network migration)"),
+    compat.cfg.StrOpt("pathflip_switches", default="0x11,0x12,0x13,0x14",
+                      help="pathflip: 'A,U,L,B': the first host's switch, the upper and the lower "
+                           "middle switch, the second host's switch"),
+    compat.cfg.StrOpt("pathflip_ports", default="1,2,4",
+                      help="pathflip: 'up,down,host': the edge switches' ports to the upper and "
+                           "the lower switch and to their host (the middle ones join 1 and 2)"),
+    compat.cfg.FloatOpt("pathflip_period_s", default=1.0,
+                        help="pathflip: seconds between two flips of the path"),
     compat.cfg.FloatOpt("lime_settle_ms", default=20.0,
                         help="LIME: how long a two-phase update waits after its first half's "
                              "barrier before the second half (Open vSwitch answers a barrier "
@@ -132,6 +143,41 @@ def events_source() -> str:
 def lime_spares() -> FrozenSet[int]:
     _register()
     return parse_dpids(getattr(compat.cfg.CONF, GROUP).lime_spares) or frozenset()
+
+
+def lime_hidden() -> FrozenSet[int]:
+    _register()
+    return parse_dpids(getattr(compat.cfg.CONF, GROUP).lime_hidden) or frozenset()
+
+
+@dataclass(frozen=True)
+class PathflipConfig:
+    switches: Tuple[int, int, int, int]  # A, U, L, B
+    up: int
+    down: int
+    host: int
+    period_s: float
+
+
+def pathflip() -> PathflipConfig:
+    _register()
+    group = getattr(compat.cfg.CONF, GROUP)
+    try:
+        switches = tuple(int(x, 0) for x in group.pathflip_switches.split(","))
+        ports = tuple(int(x, 0) for x in group.pathflip_ports.split(","))
+    except ValueError:
+        raise ConfigError("[sdnmig] pathflip_switches and pathflip_ports must be numbers "
+                          "separated by commas") from None
+    if len(switches) != 4 or len(set(switches)) != 4:
+        raise ConfigError(f"[sdnmig] pathflip_switches must name four different switches "
+                          f"A,U,L,B, not {group.pathflip_switches!r}")
+    if len(ports) != 3 or len(set(ports)) != 3 or not all(0 < p < 0xffffff00 for p in ports):
+        raise ConfigError(f"[sdnmig] pathflip_ports must be three different ports up,down,host, "
+                          f"not {group.pathflip_ports!r}")
+    if not 0.05 <= group.pathflip_period_s <= 3600:
+        raise ConfigError(f"[sdnmig] pathflip_period_s must be between 0.05 and 3600, "
+                          f"not {group.pathflip_period_s}")
+    return PathflipConfig(switches, *ports, group.pathflip_period_s)  # type: ignore[arg-type]
 
 
 def lime_settle_s() -> float:

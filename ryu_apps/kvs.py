@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 import inspect
+import logging
+from typing import Callable
 
 import redis
+
+from ryu_apps.loud import MARKER
 
 #: hash dpid (16 hex digits) -> "ROLE generation_id", as the switch confirmed it to this instance
 ROLES_KEY = "ctl:roles"
@@ -59,3 +63,23 @@ def connect(host: str, port: int, password: str | None) -> "redis.Redis":
         raise StoreError(f"Redis at {host}:{port} is unreachable ({e}); start it or fix "
                          "[sdnmig] redis_host/redis_port") from None
     return client
+
+
+def serve(r: "redis.Redis", channel: str, handle: Callable[[bytes], None], what: str,
+          log: logging.Logger, sleep: Callable[[float], None]) -> None:
+    """Take requests published on `channel` for ever, one at a time, in the caller's (green)
+    thread: the operations channels of the LIME shim and the VNM migrator. A lost connection is
+    retried every second; a request whose handler raises is logged with the suite's marker (the
+    tests fail on it) and the next one is taken."""
+    while True:
+        try:
+            ps = r.pubsub(ignore_subscribe_messages=True)
+            ps.subscribe(channel)
+            for m in ps.listen():
+                handle(m["data"])
+        except redis.RedisError as e:
+            log.error("%s: channel %s lost (%s); again in 1 s", what, channel, e)
+            sleep(1.0)
+        except Exception:  # noqa: BLE001 -- a dead listener would take no request again
+            log.exception("%s in the %s listener", MARKER, what)
+            sleep(0.1)

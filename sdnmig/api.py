@@ -10,14 +10,22 @@
                       body is the operation's request without "op", as lime_shim.plan.check
                       takes it)                        -> the shim's answer
          /lime/...?controller=ID&timeout=S   which instance's shim (sdnmig.lime.choose), how long
+    GET  /vnm/status                                   -> the VNM app's answer (its state)
+    POST /vnm/prepare   {"algorithm": "alap"|"asap", "layout": {...}} as the app takes it, or
+                        {"algorithm", "pairs": {"0x11": "0x21", ...}, "tunnel_switch": "0x30",
+                         "hosts": {"h1": "0x11:4"} (optional)} planned here from the wiring
+                        of the chosen instance's bridges (sdnmig.vnm)
+    POST /vnm/migrate   {"host": "h1", "algorithm": optional}   -> the VNM app's answer
+    POST /vnm/finalize  {"algorithm": optional}                  -> the VNM app's answer
+         /vnm/...?controller=ID&timeout=S    which instance's VNM app (sdnmig.vnm.choose)
 
 Every request needs `Authorization: Bearer <token>` (the token file is made 0600 on first use).
 The server binds to loopback unless the operator names another address explicitly: it starts
 migrations, so it must not appear on a network by accident. Answers are JSON; errors are
 {"error": "..."} with 400 (bad input, or refused by the controller), 401, 404, 405, 411, 413
-(body over 64 KiB), 503 (no bus, or the bus is down; no LIME shim to ask), 504 (no answer from the
-controller in time). The bus (and a shim's Redis) is looked up per request, so the server outlives
-controller restarts.
+(body over 64 KiB), 503 (no bus, or the bus is down; no LIME shim or VNM app to ask; the wiring
+could not be read), 504 (no answer from the controller in time). The bus (and a shim's Redis) is
+looked up per request, so the server outlives controller restarts.
 """
 from __future__ import annotations
 
@@ -36,7 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from lime_shim import client as lime_client
 from lime_shim import plan as lime_plan
-from sdnmig import instances, lime, ops
+from ryu_apps.vnm.core import COMMANDS as VNM_COMMANDS
+from sdnmig import instances, lime, ops, vnm
 from sdnmig.errors import SdnmigError
 
 LOG = logging.getLogger(__name__)
@@ -105,9 +114,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: Tuple[str, int], bus_factory: BusFactory, token: str,
-                 shims: Optional[lime.ShimFactory] = None) -> None:
+                 shims: Optional[lime.ShimFactory] = None,
+                 vnm: Optional[vnm.TargetFactory] = None) -> None:
         self.bus_factory = bus_factory
         self.shims = shims
+        self.vnm = vnm
         self.token = token.encode()
         super().__init__(address, Handler)
 
@@ -118,7 +129,8 @@ class Server6(Server):
 
 def make_server(bus_factory: BusFactory, token: str, host: str = LOOPBACK,
                 port: int = DEFAULT_PORT, *, allow_remote: bool = False,
-                shims: Optional[lime.ShimFactory] = None) -> Server:
+                shims: Optional[lime.ShimFactory] = None,
+                vnm: Optional[vnm.TargetFactory] = None) -> Server:
     """A bound server (call serve_forever); port 0 picks a free port (see server_address)."""
     if not allow_remote and not _is_loopback(host):
         raise SdnmigError(f"refusing to serve on {host}: not a loopback address (give --host "
@@ -127,7 +139,7 @@ def make_server(bus_factory: BusFactory, token: str, host: str = LOOPBACK,
         raise SdnmigError("an empty API token would let anyone in")
     cls = Server6 if ":" in host else Server
     try:
-        return cls((host, port), bus_factory, token, shims)
+        return cls((host, port), bus_factory, token, shims, vnm)
     except OSError as e:
         raise SdnmigError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
 
@@ -198,6 +210,10 @@ def _lime_op(path: str) -> Optional[str]:
     return op if op in lime_plan.OPS else None
 
 
+VNM_PREFIX = "/vnm/"
+VNM_METHODS = {c: "GET" if c == "status" else "POST" for c in VNM_COMMANDS}
+
+
 def _query_one(query: Dict[str, List[str]], name: str) -> Optional[str]:
     values = query.get(name)
     return values[-1] if values else None
@@ -211,6 +227,23 @@ def _lime_timeout(query: Dict[str, List[str]]) -> float:
         return ops._check_timeout(float(raw))
     except ValueError:
         raise HttpError(400, f"timeout {raw!r} is not a number of seconds") from None
+
+
+def _method(path: str, method: str, allowed: str) -> None:
+    if method != allowed:
+        raise HttpError(405, f"{path} takes {allowed}, not {method}")
+
+
+def _chosen(factory: Optional[Callable[[Optional[str], Optional[int]], Any]],
+            query: Dict[str, List[str]], switch: Optional[int], what: str) -> Any:
+    """What `factory` gives for the query's controller and the request's switch (a shim's
+    Redis, a VNM migrator); Unavailable (503) when there is none to ask."""
+    if factory is None:
+        raise lime_client.Unavailable(f"this server has no {what}s to ask")
+    try:
+        return factory(_query_one(query, "controller"), switch)
+    except (SdnmigError, OSError) as e:
+        raise lime_client.Unavailable(f"no {what} to ask: {e}") from None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -258,12 +291,13 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith(LIME_PREFIX):
             return self._lime(method, url.path, parse_qs(url.query))
+        if url.path.startswith(VNM_PREFIX):
+            return self._vnm(method, url.path, parse_qs(url.query))
         if url.path not in ROUTES:
-            raise HttpError(404, f"no such path {url.path}: use {', '.join(sorted(ROUTES))} "
-                                 f"or {LIME_PREFIX}<op>")
+            raise HttpError(404, f"no such path {url.path}: use {', '.join(sorted(ROUTES))}, "
+                                 f"{LIME_PREFIX}<op> or {VNM_PREFIX}<command>")
         allowed, route = ROUTES[url.path]
-        if method != allowed:
-            raise HttpError(405, f"{url.path} takes {allowed}, not {method}")
+        _method(url.path, method, allowed)
         body = self._body() if method == "POST" else {}
         return route(self._bus, parse_qs(url.query), body)
 
@@ -273,18 +307,31 @@ class Handler(BaseHTTPRequestHandler):
         if op is None:
             raise HttpError(404, f"no such path {path}: use {LIME_PREFIX}<op>, op one of "
                                  f"{', '.join(sorted(lime_plan.OPS))}")
-        allowed = "GET" if op in LIME_GET else "POST"
-        if method != allowed:
-            raise HttpError(405, f"{path} takes {allowed}, not {method}")
+        _method(path, method, "GET" if op in LIME_GET else "POST")
         req = lime_plan.check(op, self._body() if method == "POST" else {})
         timeout = _lime_timeout(query)
-        if self.server.shims is None:
-            raise lime_client.Unavailable("this server has no LIME shims to ask")
-        try:
-            shim = self.server.shims(_query_one(query, "controller"), lime.switch_of(req))
-        except (SdnmigError, OSError) as e:
-            raise lime_client.Unavailable(f"no LIME shim to ask: {e}") from None
+        shim = _chosen(self.server.shims, query, lime.switch_of(req), "LIME shim")
         return lime.run(shim, req, timeout)
+
+    def _vnm(self, method: str, path: str, query: Dict[str, List[str]]) -> Any:
+        """A VNM command, checked here (400), prepare planned from the wiring if asked, then
+        sent to the chosen instance's VNM app."""
+        command = path[len(VNM_PREFIX):]
+        if command not in VNM_METHODS:
+            raise HttpError(404, f"no such path {path}: use {VNM_PREFIX}<command>, command one "
+                                 f"of {', '.join(VNM_METHODS)}")
+        _method(path, method, VNM_METHODS[command])
+        body = self._body() if method == "POST" else {}
+        req = vnm.prepare_from_body(body) if command == "prepare" else vnm.check(command, body)
+        timeout = _lime_timeout(query)
+        target = _chosen(self.server.vnm, query, vnm.switch_of(req), "VNM migrator")
+        if isinstance(req, vnm.Prepare):
+            try:
+                topo = target.wiring()
+            except (SdnmigError, OSError) as e:
+                raise lime_client.Unavailable(f"cannot read the bridges' wiring: {e}") from None
+            req = req.request(topo)
+        return vnm.run(target.redis, req, timeout)
 
     def _bus(self) -> Any:
         try:

@@ -14,6 +14,11 @@
                          LIME operations on the shim of a controller instance; clone, freeze,
                          ensemble and move-host are planned from the bridges' wiring
                          (sdnmig.lime_topo) unless --ports/--tunnels/--neighbours/--onto-port say
+    sdnmig vnm prepare --algorithm alap|asap --pairs 0x11=0x21,... --tunnel-switch 0x30
+                       [--host h1=0x11:4 ...] | migrate HOST | finalize | status
+                [--algorithm A] [--controller ID] [--timeout S] [--json] [--plan]
+                         whole-network migration (Tunnel ALAP/ASAP) by the VNM app of a
+                         controller instance; prepare's layout is planned from the wiring
 
 Errors are one line on stderr with exit status 2 (`migrate` exits 1 when the migration ran but did
 not commit); later issues add their commands here.
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from ryu_apps.erc import wire
-from sdnmig import api, instances, lime, lime_cli, ops, ovs
+from sdnmig import api, instances, lime, lime_cli, ops, ovs, vnm, vnm_cli
 from sdnmig.errors import SdnmigError
 from sdnmig.ops import table as _table
 
@@ -197,7 +202,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     server = api.make_server(api.bus_from_state_dir(args.state_dir), api.load_token(token_file),
                              host=args.host or api.LOOPBACK, port=args.port,
                              allow_remote=args.host is not None,
-                             shims=lime.shim_factory(args.state_dir))
+                             shims=lime.shim_factory(args.state_dir),
+                             vnm=vnm.target_factory(args.state_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     host, port = server.server_address[:2]
     print(f"sdnmig api on http://{host}:{port}/ (send 'Authorization: Bearer <token>', "
@@ -240,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     _add_bus_commands(sub)
     lime_cli.add_commands(sub)
+    vnm_cli.add_commands(sub)
     from sdnmig import discovery  # zeroconf is imported only when the parser is built
 
     discovery.add_command(sub)

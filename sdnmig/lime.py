@@ -31,28 +31,32 @@ class Refused(SdnmigError):
     """The shim answered {"ok": false}: the operation was refused (or undone)."""
 
 
-def choose(state_dir: Path, ident: Optional[str] = None,
-           switch: Optional[int] = None) -> instances.Instance:
-    """The controller instance whose shim takes the request (see the module docstring)."""
+def choose(state_dir: Path, ident: Optional[str] = None, switch: Optional[int] = None, *,
+           app: str = "lime", who: str = "the LIME shim",
+           start: str = "lime,learning") -> instances.Instance:
+    """The controller instance whose shim takes the request (see the module docstring); other
+    apps asked the same way (the VNM migrator) name theirs: `app` (in ryu_apps.APPS), `who`
+    for people, `start` the --apps that would start it."""
+    module = APPS[app]
     known = instances.Registry(state_dir).load()
     if ident is not None:
         if ident not in known:
             raise SdnmigError(f"no instance {ident} in {state_dir} (have: "
                               f"{', '.join(sorted(known)) or 'none'})")
-        if LIME_APP not in known[ident].apps:
-            raise SdnmigError(f"instance {ident} does not run the LIME shim (app 'lime')")
+        if module not in known[ident].apps:
+            raise SdnmigError(f"instance {ident} does not run {who} (app '{app}')")
         return known[ident]
-    shims = sorted((i for i in known.values() if LIME_APP in i.apps), key=lambda i: i.id)
+    shims = sorted((i for i in known.values() if module in i.apps), key=lambda i: i.id)
     if not shims:
-        raise SdnmigError(f"no instance in {state_dir} runs the LIME shim: start one with "
-                          "'sdnmig controllers start --apps lime,learning'")
+        raise SdnmigError(f"no instance in {state_dir} runs {who}: start one with "
+                          f"'sdnmig controllers start --apps {start}'")
     if len(shims) == 1:
         return shims[0]
     master = _master(state_dir, switch) if switch is not None else None
     for inst in shims:
         if inst.id == master:
             return inst
-    raise SdnmigError(f"several instances run the LIME shim ({', '.join(i.id for i in shims)}): "
+    raise SdnmigError(f"several instances run {who} ({', '.join(i.id for i in shims)}): "
                       "choose one with --controller")
 
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import redis
 
@@ -72,13 +72,21 @@ def start(controllers: Any, make_net: Callable[..., Any], ensemble: bool = False
     else:
         spares = [spare_dpid(3)]
         reserved = [f"{n}:{topo.port(f'{p}s{n}', f'{p}s3p')[0]}" for n in (1, 2)]
-    (c1,) = controllers.start(1, apps=apps, platform=platform, extra_conf={
+    c1, net = start_on(controllers, make_net, topo, apps, platform, {
         "events": "lime", "lime_spares": ",".join(hex(d) for d in spares),
         "lime_reserved": ",".join(reserved), **conf})
+    return topo, c1, net
+
+
+def start_on(controllers: Any, make_net: Callable[..., Any], topo: Any, apps: tuple,
+             platform: str, conf: Dict[str, str]) -> Tuple[Any, Any]:
+    """One controller instance with this config, and the topology's network with every bridge
+    (OpenFlow 1.3-1.5) ours."""
+    (c1,) = controllers.start(1, apps=apps, platform=platform, extra_conf=conf)
     net = make_net(topo, [c1], protocols=OF15)
     disable_ipv6(net)
     wait_roles(net, [c1], {s: "c1" for s in topo.switches()})
-    return topo, c1, net
+    return c1, net
 
 
 def s3_request(topo: Any, net: Any) -> Dict[str, Any]:

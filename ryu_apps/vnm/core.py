@@ -31,13 +31,12 @@ commits nothing. Once a `final` step succeeded (finalize's retire: the old netwo
 command has happened: the caller commits, and reports any later step that fails (unpatching is
 by cookie, so it can be repeated by hand).
 
-ASAP is planned here, but the LIME shim cannot carry it out yet: its relay instances and
-promote_ensemble do not exist (issue 5's second part), and LIME refuses the request.
+ASAP's relays and their promotion are LIME's (mapping.Relay, operations.promote_ensemble).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from lime_shim.model import VLAN_PRESENT, Output, Rule, is_physical, match_of
 from lime_shim.plan import PlanError, check as lime_check, number
@@ -46,6 +45,8 @@ ALGORITHMS = ("alap", "asap")
 IDLE, PREPARED, FINALIZED = "idle", "prepared", "finalized"
 PATCH_COOKIE = 0x7E55E1 << 40   # the tunnel switch's patch (not the shim's mark, 0x11ae << 48)
 PATCH_PRIORITY = 100
+OPS_CHANNEL = "vnm:ops"        # on the controller instance's own Redis, as the shim's lime:ops
+STATE_KEY = "vnm:state"        # Vnm.to_doc(), saved after every command that changed it
 
 
 class VnmError(PlanError):
@@ -112,7 +113,7 @@ def _layout(doc: Any) -> Layout:
         raise VnmError("the layout " + "; ".join(
             ([f"lacks {', '.join(missing)}"] if missing else []) +
             ([f"has unknown field(s) {', '.join(unknown)}"] if unknown else [])))
-    pairs = _pairs(doc["pairs"])
+    pairs = pairs_from(doc["pairs"])
     t0 = number(doc["tunnel_switch"], "tunnel_switch")
     if t0 in {d for p in pairs for d in p}:
         raise VnmError(f"the tunnel switch {t0:#x} is also one of the networks' switches")
@@ -153,7 +154,7 @@ def _layout(doc: Any) -> Layout:
 _LAYOUT = ("pairs", "tunnel_switch", "patch", "uplinks", "steps", "hosts")
 
 
-def _pairs(value: Any) -> Tuple[Tuple[int, int], ...]:
+def pairs_from(value: Any) -> Tuple[Tuple[int, int], ...]:
     if not isinstance(value, dict) or not value:
         raise VnmError(f"pairs must map each old switch to its new one, not {value!r}")
     pairs = tuple(sorted((number(o, "an old switch"), number(n, f"the new switch of {o}"))
@@ -236,7 +237,8 @@ def _show(pairs: Any) -> str:
 @dataclass(frozen=True)
 class Step:
     """Something for the adapter to do. kind: "lime" (body: a LIME request), "patch" (body:
-    the tunnel switch's rules to add), "unpatch" (remove them). `undo`: what puts it back if it,
+    {"switch": the tunnel switch, "rules": its rules to add}), "unpatch" (body: {"switch",
+    "cookie"}: remove them). `undo`: what puts it back if it,
     or a later step of the same command, fails (None: nothing to, or LIME undoes it itself).
     `final`: once it succeeded the command has happened (see the module's docstring)."""
 
@@ -244,6 +246,48 @@ class Step:
     body: Any
     undo: Optional["Step"] = None
     final: bool = False
+
+
+class StepFailed(Exception):
+    """A step the adapter could not carry out (LIME refused, the tunnel switch said no...)."""
+
+
+@dataclass
+class Outcome:
+    """How a command's steps went: `happened` says whether to commit; `errors`, what failed
+    (the failing step first, then any undo that failed too)."""
+
+    happened: bool
+    errors: List[str]
+
+
+def carry_out(steps: List[Step], do: Callable[[Step], None]) -> Outcome:
+    """Run the steps in order with `do` (which raises StepFailed), undoing on failure as the
+    module's docstring says. Undos are attempted all, newest first, even if one fails."""
+    done: List[Step] = []
+    final = False
+    for step in steps:
+        try:
+            do(step)
+        except StepFailed as e:
+            errors = [f"{step.kind} failed: {e}"]
+            if final:
+                return Outcome(True, errors)
+            for earlier in reversed(done + [step]):
+                if earlier.undo is None:
+                    continue
+                try:
+                    do(earlier.undo)
+                except StepFailed as e2:
+                    errors.append(f"undoing {earlier.kind} failed too: {e2}")
+            return Outcome(False, errors)
+        done.append(step)
+        final = final or step.final
+    return Outcome(True, [])
+
+
+def unpatch_body(layout: Layout) -> Dict[str, int]:
+    return {"switch": layout.tunnel_switch, "cookie": PATCH_COOKIE}
 
 
 def patch_rules(layout: Layout) -> Tuple[Rule, ...]:
@@ -270,7 +314,7 @@ class Vnm:
     # -- planning (no state change) ---------------------------------------------------------------
     def plan(self, command: str, body: Any) -> List[Step]:
         """The steps `command` takes now; VnmError if it may not (nothing changed either way)."""
-        body = _body(command, body)
+        body = check(command, body)
         if command == "status":
             return []
         if command == "prepare":
@@ -296,8 +340,9 @@ class Vnm:
             up = _relays(layout.uplinks)
             for s in steps:
                 s["relay"] = up[s["switch"]]
-        unpatch = Step("unpatch", PATCH_COOKIE)
-        return [Step("patch", patch_rules(layout), undo=unpatch),
+        unpatch = Step("unpatch", unpatch_body(layout))
+        return [Step("patch", {"switch": layout.tunnel_switch, "rules": patch_rules(layout)},
+                     undo=unpatch),
                 Step("lime", {"op": "ensemble", "steps": steps})]
 
     def _plan_migrate(self, name: str) -> List[Step]:
@@ -319,14 +364,14 @@ class Vnm:
             steps.append(Step("lime", {"op": "promote_ensemble", "steps": [
                 {"switch": o, "instance": n} for o, n in self.layout.pairs]}))
         return steps + [Step("lime", {"op": "retire_ensemble", "steps": retire}, final=True),
-                        Step("unpatch", PATCH_COOKIE)]
+                        Step("unpatch", unpatch_body(self.layout))]
 
     # -- after every step of a command succeeded --------------------------------------------------
     def commit(self, command: str, body: Any) -> None:
         """The command happened (see the module's docstring): the state follows. Planned again
         first, so that a commit the state does not allow is refused (VnmError), not recorded."""
         self.plan(command, body)
-        body = _body(command, body)
+        body = check(command, body)
         if command == "prepare":
             self.state, self.algorithm = PREPARED, body["algorithm"]
             self.layout, self.moved = layout_from(body["layout"]), ()
@@ -383,7 +428,7 @@ _BODIES: Dict[str, Dict[str, bool]] = {  # command -> field -> required
 COMMANDS = tuple(_BODIES)
 
 
-def _body(command: str, body: Any) -> Dict[str, Any]:
+def check(command: str, body: Any) -> Dict[str, Any]:
     """The command's body, checked (the same for the command line and HTTP)."""
     if command not in _BODIES:
         raise VnmError(f"unknown VNM command {command!r}: use {', '.join(COMMANDS)}")

@@ -195,3 +195,32 @@ def test_lime_settle_ms(conf_file: Any) -> None:
     conf_file(lime_settle_ms="-1")
     with pytest.raises(ConfigError, match="lime_settle_ms must be between 0 and 10000, not -1"):
         config.lime_settle_s()
+
+
+def test_lime_hidden(conf_file: Any) -> None:
+    conf_file()
+    assert config.lime_hidden() == frozenset()
+    conf_file(lime_hidden="0x30, 7")
+    assert config.lime_hidden() == {0x30, 7}
+
+
+def test_pathflip_defaults_and_choices(conf_file: Any) -> None:
+    conf_file()
+    assert config.pathflip() == config.PathflipConfig((0x11, 0x12, 0x13, 0x14), 1, 2, 4, 1.0)
+    conf_file(pathflip_switches="1,2,3,4", pathflip_ports="2,1,0x5", pathflip_period_s="0.5")
+    assert config.pathflip() == config.PathflipConfig((1, 2, 3, 4), 2, 1, 5, 0.5)
+
+
+@pytest.mark.parametrize("opts, fragment", [
+    ({"pathflip_switches": "1,2,3"}, "four different switches"),
+    ({"pathflip_switches": "1,2,3,3"}, "four different switches"),
+    ({"pathflip_switches": "1,2,x,4"}, "numbers separated by commas"),
+    ({"pathflip_ports": "1,1,4"}, "three different ports"),
+    ({"pathflip_ports": "1,2,0"}, "three different ports"),
+    ({"pathflip_ports": "1,2,0xffffff00"}, "three different ports"),
+    ({"pathflip_period_s": "0"}, "between 0.05 and 3600"),
+])
+def test_pathflip_refuses(conf_file: Any, opts: dict, fragment: str) -> None:
+    conf_file(**opts)
+    with pytest.raises(ConfigError, match=fragment):
+        config.pathflip()

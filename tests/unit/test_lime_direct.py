@@ -74,6 +74,7 @@ def shim_with(bridge_ports: List[int], hidden: List[int] = ()) -> tuple:
     shim = object.__new__(LimeShim)
     shim.init_state()
     shim.name, shim.redis, shim.spares = "lime_shim", Store(), frozenset()
+    shim.hidden = frozenset()
     shim.reserved = {1: frozenset(hidden)}
     shim._roles, shim.loop = Roles(), eventlet.getcurrent()
     got: List[Any] = []
@@ -331,3 +332,14 @@ def test_a_bridge_connecting_again_loses_every_rule_once_its_switch_is_translate
     assert wipe.command == OFP.OFPFC_DELETE and wipe.cookie_mask == 0  # short) goes too
     assert [tr.serial_of(m.cookie) is not None for m in copies] == [True]
     assert 1 not in shim.direct
+
+
+def test_a_hidden_bridge_is_connected_but_never_mapped_nor_shown_to_apps():
+    shim, _, _, got = shim_with([1, 2])
+    shim.hidden = frozenset({0x30})
+    t0 = Bridge(0x30, [1, 2, 3])
+    shim.phys[0x30] = t0
+    shim._role_changed(SimpleNamespace(datapath=t0, role=Role.MASTER, released=()))
+    assert 0x30 not in shim.map.switches and 0x30 not in shim.ready and 0x30 not in shim.direct
+    assert got == [] and t0.sent == []  # nothing said to the apps, nothing deleted on the bridge
+    assert shim.phys[0x30] is t0  # still there for the app that programs it

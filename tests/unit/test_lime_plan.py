@@ -224,3 +224,64 @@ def test_lime_topo_build_tells_switch_links_hosts_and_other_ends_apart() -> None
                         3: Peer(host="if:stray")},
                     2: {1: Peer(switch=1, port=1), 2: Peer(host="netns:4")}}
     assert plan.move_host_request(topo, 1, 2, 2)["onto_port"] == 2
+
+
+# -- through a tunnel switch (the VNM testbed) ----------------------------------------------------
+
+def _network(base: int) -> List[Tuple[End, End]]:
+    """One VnmTopo network: links 1-2, 2-4, 1-3, 3-4 in Mininet's addLink order."""
+    s = {i: base + i for i in (1, 2, 3, 4)}
+    return [((s[1], 1), (s[2], 1)), ((s[2], 2), (s[4], 1)),
+            ((s[1], 2), (s[3], 1)), ((s[3], 2), (s[4], 2))]
+
+
+# VnmTopo: old 0x11-0x14, new 0x21-0x24, each switch's port 3 to the tunnel switch 0x30 (ports
+# 1-4 old, 5-8 new), h1 on 0x11:4 and 0x21:4, h2 on 0x14:4 and 0x24:4.
+VNM = wiring(_network(0x10) + _network(0x20) +
+             [((d, 3), (0x30, n + 1)) for n, d in enumerate([0x11, 0x12, 0x13, 0x14,
+                                                             0x21, 0x22, 0x23, 0x24])] +
+             [(("h1", 0), (0x11, 4)), (("h1", 1), (0x21, 4)),
+              (("h2", 0), (0x14, 4)), (("h2", 1), (0x24, 4))])
+VNM_PAIRS = {0x11: 0x21, 0x12: 0x22, 0x13: 0x23, 0x14: 0x24}
+
+
+def test_an_ensemble_through_a_tunnel_switch_tunnels_hosts_over_both_uplinks() -> None:
+    steps = plan.ensemble_request(VNM, VNM_PAIRS, via=0x30)["steps"]
+    edge = {"ports": {1: 1, 2: 2}, "tunnels": {4: [3, 3]}, "neighbours": []}
+    middle = {"ports": {1: 1, 2: 2}, "tunnels": {}, "neighbours": []}
+    assert steps == [{"switch": o, "onto": n, **(edge if o in (0x11, 0x14) else middle)}
+                     for o, n in sorted(VNM_PAIRS.items())]
+    assert plan.check("ensemble", {"steps": steps})["steps"] == steps
+
+
+def test_without_the_tunnel_switch_the_vnm_testbed_cannot_be_planned() -> None:
+    with pytest.raises(PlanError, match=r"port 4 of 0x11 \(to host h1\).*no 0x11-0x21 link"):
+        plan.ensemble_request(VNM, VNM_PAIRS)
+
+
+def test_a_lone_clone_through_the_tunnel_switch_tunnels_every_neighbour_it_cannot_reach() -> None:
+    assert plan.clone_request(VNM, 0x12, 0x22, via=0x30) == {
+        "switch": 0x12, "onto": 0x22, "ports": {}, "tunnels": {1: [3, 3], 2: [3, 3]},
+        "neighbours": []}
+
+
+def test_the_tunnel_ends_are_onto_then_switch_each_its_first_link_to_the_tunnel_switch() -> None:
+    topo = wiring([(("h", 0), (1, 1)), (("h", 1), (2, 5)),
+                   ((1, 3), (9, 1)), ((2, 8), (9, 3)), ((2, 7), (9, 2))])
+    assert plan.clone_request(topo, 1, 2, via=9) == {
+        "switch": 1, "onto": 2, "ports": {}, "tunnels": {1: [7, 3]}, "neighbours": []}
+    assert plan.logical_ports(topo, 1, [2, 9]) == [1]
+
+
+def test_tunnel_switch_errors_say_which_link_is_missing() -> None:
+    lacking = {d: dict(ports) for d, ports in VNM.items()}
+    del lacking[0x24][3]
+    with pytest.raises(PlanError, match=r"port 4 of 0x14 \(to host h2\).*no 0x24-0x30 link "
+                                        r"\(tunnel switch\)"):
+        plan.ensemble_request(lacking, VNM_PAIRS, via=0x30)
+    with pytest.raises(PlanError, match="no bridge with datapath id 0x31"):
+        plan.ensemble_request(VNM, VNM_PAIRS, via=0x31)
+    with pytest.raises(PlanError, match="tunnel switch 0x21 is also moved or a clone target"):
+        plan.ensemble_request(VNM, VNM_PAIRS, via=0x21)
+    with pytest.raises(PlanError, match="tunnel switch 0x12 is also moved"):
+        plan.clone_request(VNM, 0x11, 0x21, VNM_PAIRS, via=0x12)

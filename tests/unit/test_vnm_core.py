@@ -23,6 +23,7 @@ from ryu_apps.vnm.core import FINALIZED, IDLE, PREPARED, Vnm, VnmError
 OLD = [0x11, 0x12, 0x13, 0x14]
 NEW = [0x21, 0x22, 0x23, 0x24]
 HOSTS = {"h1": (0x11, 0x21), "h2": (0x14, 0x24)}
+UNPATCH = {"switch": 0x30, "cookie": core.PATCH_COOKIE}
 
 
 def layout(**change: Any) -> Dict[str, Any]:
@@ -60,7 +61,7 @@ def run(v: Vnm, command: str, body: Any = None) -> List[core.Step]:
 def test_alap_prepares_the_patch_then_one_ensemble_moves_hosts_and_finalizes_by_retiring():
     v = Vnm()
     prepare, ensemble = v.plan("prepare", {"algorithm": "alap", "layout": layout()})
-    assert prepare.kind == "patch" and prepare.undo == core.Step("unpatch", core.PATCH_COOKIE)
+    assert prepare.kind == "patch" and prepare.undo == core.Step("unpatch", UNPATCH)
     assert ensemble.kind == "lime" and ensemble.body["op"] == "ensemble"
     assert [s["switch"] for s in ensemble.body["steps"]] == OLD
     assert all("relay" not in s for s in ensemble.body["steps"])
@@ -73,7 +74,7 @@ def test_alap_prepares_the_patch_then_one_ensemble_moves_hosts_and_finalizes_by_
     retire, unpatch = run(v, "finalize")
     assert retire.body == {"op": "retire_ensemble",
                            "steps": [{"switch": o, "instance": o} for o in OLD]}
-    assert unpatch == core.Step("unpatch", core.PATCH_COOKIE) and v.state == FINALIZED
+    assert unpatch == core.Step("unpatch", UNPATCH) and v.state == FINALIZED
 
 
 def test_asap_relays_every_new_switch_through_its_uplink_and_promotes_before_retiring():
@@ -320,3 +321,70 @@ class Commands(RuleBasedStateMachine):
 
 TestCommands = Commands.TestCase
 TestCommands.settings = settings(max_examples=150, stateful_step_count=20, deadline=None)
+
+
+# -- carrying the steps out ---------------------------------------------------------------------------
+def _runner(fail: Dict[str, int]) -> Any:
+    """`do` for carry_out: fails the steps named in `fail` (kind or LIME op -> how many times)."""
+    log: List[str] = []
+
+    def do(step: core.Step) -> None:
+        name = step.body["op"] if step.kind == "lime" else step.kind
+        log.append(name)
+        if fail.get(name, 0) > 0:
+            fail[name] -= 1
+            raise core.StepFailed(f"{name} said no")
+    return do, log
+
+
+def _prepared(algorithm: str = "alap") -> Vnm:
+    v = Vnm()
+    v.commit("prepare", {"algorithm": algorithm, "layout": layout()})
+    return v
+
+
+def test_carry_out_undoes_a_failed_prepare_newest_first() -> None:
+    steps = Vnm().plan("prepare", {"algorithm": "alap", "layout": layout()})
+    do, log = _runner({"ensemble": 1})
+    out = core.carry_out(steps, do)
+    assert not out.happened and out.errors == ["lime failed: ensemble said no"]
+    assert log == ["patch", "ensemble", "unpatch"]  # LIME undid its ensemble itself
+
+
+def test_carry_out_a_failed_patch_is_undone_too() -> None:
+    steps = Vnm().plan("prepare", {"algorithm": "alap", "layout": layout()})
+    do, log = _runner({"patch": 1})
+    out = core.carry_out(steps, do)
+    assert not out.happened and log == ["patch", "unpatch"]
+
+
+def test_carry_out_reports_a_failed_undo_as_well() -> None:
+    steps = Vnm().plan("prepare", {"algorithm": "alap", "layout": layout()})
+    do, log = _runner({"ensemble": 1, "unpatch": 1})
+    out = core.carry_out(steps, do)
+    assert not out.happened and len(out.errors) == 2 and "undoing patch" in out.errors[1]
+
+
+def test_carry_out_after_the_final_step_the_command_has_happened() -> None:
+    v = _prepared()
+    for h in HOSTS:
+        v.commit("migrate", {"host": h})
+    do, log = _runner({"unpatch": 1})
+    out = core.carry_out(v.plan("finalize", {}), do)
+    assert out.happened and out.errors == ["unpatch failed: unpatch said no"]
+    assert log == ["retire_ensemble", "unpatch"]
+
+
+def test_carry_out_a_refused_retire_changes_nothing() -> None:
+    v = _prepared("asap")
+    for h in HOSTS:
+        v.commit("migrate", {"host": h})
+    do, log = _runner({"retire_ensemble": 1})
+    out = core.carry_out(v.plan("finalize", {}), do)
+    assert not out.happened and log == ["promote_ensemble", "retire_ensemble"]
+
+
+def test_carry_out_all_well() -> None:
+    do, log = _runner({})
+    out = core.carry_out(_prepared().plan("migrate", {"host": "h1"}), do)
+    assert out == core.Outcome(True, []) and log == ["move_host"]
