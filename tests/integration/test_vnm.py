@@ -12,7 +12,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from sdnmig import vnm_lab
+from ryu_apps.vnm import core
+from sdnmig import lime_topo, vnm, vnm_lab
 from sdnmig.lab import ping, poll
 from sdnmig.lime_lab import flows, lime_op, ping_bg, ping_result
 from sdnmig.vnm_lab import INDEX, vnm_op
@@ -133,7 +134,13 @@ def test_vnm_refusals_change_nothing(controllers, mininet):
            "hosts": {**layout["hosts"], "h2": {**layout["hosts"]["h2"], "onto": "0x99"}}}
     refused({"op": "prepare", "algorithm": "alap", "layout": bad}, "LIME refused ensemble")
 
-    assert vnm_op(c1, op="prepare", algorithm="alap", layout=layout)["ok"]
+    # The operator's planner (sdnmig vnm prepare: the wiring as Open vSwitch and the kernel
+    # show it) finds the layout Mininet built.
+    names = {h: (v["switch"], v["port"]) for h, v in layout["hosts"].items()}
+    planned = vnm.Prepare("alap", {vnm_lab.old(i): vnm_lab.new(i) for i in INDEX},
+                          vnm_lab.TUNNEL, names).request(lime_topo.topology(c1.target))
+    assert planned["layout"] == core.layout_from(layout).to_doc()
+    assert vnm_op(c1, **planned)["ok"]
     refused({"op": "prepare", "algorithm": "alap", "layout": layout}, "already prepared")
     refused({"op": "migrate", "host": "h9"}, "unknown host 'h9'")
     refused({"op": "migrate", "host": "h1", "algorithm": "asap"}, "cannot change mid-migration")
