@@ -1031,7 +1031,8 @@ class LimeShim(compat.RyuApp):
             self._request_ended(key)
             return
         if msg.datapath.id not in self.hidden:  # (a hidden bridge's app hears its own errors)
-            # One of the shim's own messages refused: a rule the map needs is missing.
+            # A rule or message the shim sent (its own, or an app's it translated) was refused:
+            # the bridge lacks something the map says it has.
             LOG.error("lime: %#x refused a message (xid %#x): error type %d code %d",
                       msg.datapath.id, msg.xid, msg.type, msg.code)
 

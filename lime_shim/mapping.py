@@ -189,6 +189,13 @@ class Mapping:
 
     def remove_instance(self, dpid: int, pdpid: int) -> None:
         ls = self.logical(dpid)
+        self.check_remove(ls, pdpid)
+        del ls.instances[pdpid]
+        self.version += 1
+
+    def check_remove(self, ls: LogicalSwitch, pdpid: int) -> None:
+        """May the instance leave? (Asked before a retire changes anything.)"""
+        dpid = ls.dpid
         ls.instance(pdpid)
         if len(ls.instances) == 1:
             raise MappingError(f"{pdpid:#x} is the last instance of {dpid:#x}: it cannot be retired")
@@ -200,8 +207,6 @@ class Mapping:
                 raise MappingError(f"instance {other.dpid:#x} still relays to {pdpid:#x}")
         if not any(i.holds_rules for d, i in ls.instances.items() if d != pdpid):
             raise MappingError(f"{pdpid:#x} is the last instance of {dpid:#x} holding its rules")
-        del ls.instances[pdpid]
-        self.version += 1
 
     def check_instance(self, ls: LogicalSwitch, inst: Instance) -> None:
         """Would the logical switch, with `inst` added or replaced, still forward correctly?"""
@@ -335,5 +340,9 @@ def _instance(doc: Dict[str, Any]) -> Instance:
     holds = doc.get("holds_rules", True)
     if not isinstance(holds, bool):
         raise TypeError(f"holds_rules {holds!r} is not true or false")
+    if relay is not None and (not isinstance(relay, list) or len(relay) != 3):
+        raise TypeError(f"relay {relay!r} is not [via, peer, peer_port]")
+    if not holds and relay is None:
+        raise ValueError("an instance without the rules must be a relay")
     return Instance(int(doc["dpid"]), out, {int(k): int(v) for k, v in doc["ins"].items()},
                     Relay(*(int(x) for x in relay)) if relay is not None else None, holds)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from lime_shim import ofconv
@@ -171,9 +172,14 @@ class Operations:
         for step in req["steps"]:
             ls = self.shim.map.logical(int(step["switch"]))
             inst = ls.instance(int(step["instance"]))
+            if inst.relay is None and not inst.holds_rules:
+                raise ValueError(f"{inst.dpid:#x} is neither a relay nor a full instance")
             if inst.relay is None:
-                raise ValueError(f"{inst.dpid:#x} is no relay of {ls.dpid:#x}: nothing to promote")
+                continue  # promoted already (a finalize repeated after its retire failed)
             steps.append((ls, inst))
+        if not steps:
+            return self._done(started, [self.shim.map.logical(int(s["switch"]))
+                                        for s in req["steps"]])
         shim = self.shim
         for ls, inst in steps:
             shim.map.set_instance(ls.dpid, _with(inst, holds_rules=True))
@@ -374,6 +380,7 @@ class Operations:
         if stranded:
             raise MappingError(f"{pdpid:#x} still has hosts (or links) on port(s) {stranded} of "
                                f"{ls.dpid:#x} that are nowhere else: move them first")
+        self.shim.map.check_remove(ls, pdpid)  # (before anything moves: a relay's home stays)
 
     def retire(self, ls: LogicalSwitch, pdpid: int) -> None:
         self._check_retire(ls, pdpid)
@@ -396,7 +403,7 @@ class Operations:
                 gone = new if pdpid == onto else old
                 ninst = n.instances[ndpid]
                 ins = {p: lp for p, lp in ninst.ins.items() if p != gone}
-                shim.map.set_instance(ndpid, Instance(ninst.dpid, dict(ninst.out), ins))
+                shim.map.set_instance(ndpid, replace(ninst, out=dict(ninst.out), ins=ins))
                 shim.reinstall(n)
             shim.instance_ports_gone(ls, pdpid)
 
@@ -406,6 +413,9 @@ class Operations:
         final state is read, its rules are copied to S', and S' starts as the neighbours switch
         over. Traffic through S is lost from the freeze until the neighbours send to S'."""
         shim = self.shim
+        if inst.relay is not None:
+            raise ValueError("freeze and copy moves the whole switch at once: the target cannot "
+                             "relay to it")
         if any(isinstance(p, Tunnel) for p in inst.out.values()):
             raise ValueError("freeze and copy moves the whole switch at once: every port of it "
                              "must be local on the target (no tunnels)")
@@ -435,7 +445,7 @@ class Operations:
             ins[new] = nport
             out = dict(ninst.out)
             out[nport] = Local(new)
-            shim.map.set_instance(n.dpid, Instance(n.dpid, out, ins))
+            shim.map.set_instance(n.dpid, replace(ninst, out=out, ins=ins))
             shim.reinstall(n)
 
     def _stop(self, pdpid: int) -> None:

@@ -255,7 +255,8 @@ def tunnel_ends(ls: LogicalSwitch, inst: Instance) -> Tuple[Rule, ...]:
 
 def relay_rules(inst: Instance) -> Tuple[Rule, ...]:
     """A relay's rules: whatever arrives on an input goes to its home, tagged with its logical
-    port. Above any rule of the apps, so they also hold while a relay is being promoted."""
+    port. At 65535, so they also hold while a relay is being promoted, above every app rule but
+    one at 65535 itself (which then ties, as with tunnel ends: apps should stay below)."""
     r = inst.relay
     if r is None:
         return ()
@@ -291,7 +292,7 @@ def packet_out_plan(ls: LogicalSwitch, in_lport: Optional[int], actions: Actions
     entry_instance = prefer if prefer is not None else (
         where(in_lport) if in_lport is not None else None)
     if entry_instance is None:
-        entry_instance = min(ls.instances)
+        entry_instance = min(d for d, i in ls.instances.items() if i.holds_rules)
     parts: Dict[int, List[Action]] = {d: [] for d in ls.instances}
     used: Dict[int, bool] = {d: False for d in ls.instances}
     for a in actions:

@@ -72,14 +72,18 @@ def serve(r: "redis.Redis", channel: str, handle: Callable[[bytes], None], what:
     retried every second; a request whose handler raises is logged with the suite's marker (the
     tests fail on it) and the next one is taken."""
     while True:
+        ps = r.pubsub(ignore_subscribe_messages=True)
         try:
-            ps = r.pubsub(ignore_subscribe_messages=True)
             ps.subscribe(channel)
             for m in ps.listen():
-                handle(m["data"])
+                try:
+                    handle(m["data"])
+                except redis.RedisError:
+                    raise
+                except Exception:  # noqa: BLE001 -- one bad request must not stop the others
+                    log.exception("%s in the %s listener", MARKER, what)
         except redis.RedisError as e:
             log.error("%s: channel %s lost (%s); again in 1 s", what, channel, e)
             sleep(1.0)
-        except Exception:  # noqa: BLE001 -- a dead listener would take no request again
-            log.exception("%s in the %s listener", MARKER, what)
-            sleep(0.1)
+        finally:
+            ps.close()

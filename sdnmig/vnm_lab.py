@@ -1,9 +1,10 @@
 """The VNM testbed (topologies.testbeds.VnmTopo) on a bench: controller config, the layout of the
 two networks as Mininet wired them, commands, host moves and tunnel counters. Shared by the
-integration tests, `experiments/vnm.py` and the demo.
+integration tests (and the experiment and demo to come).
 
 The layout is read from Mininet's own view of the links (`port_of`), which is what a test should
 check the planner (`sdnmig vnm prepare`, from Open vSwitch's view) against.
+(experiments/vnm.py and the demo's VNM step are still to come: issue 5's remaining part.)
 """
 from __future__ import annotations
 

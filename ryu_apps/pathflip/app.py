@@ -14,7 +14,7 @@ import time
 from typing import Any, Dict, List
 
 from ryu_apps import config, ofmsgs, source
-from ryu_apps.loud import loud
+from ryu_apps.loud import MARKER, loud
 from ryu_apps.pathflip.core import PathFlip, Rule
 from ryu_apps.roles.core import Role
 from sdnmig import compat
@@ -84,7 +84,7 @@ class PathFlipApp(compat.RyuApp):
             try:
                 self._tick(time.monotonic())
             except Exception:  # noqa: BLE001 -- a dead greenthread would stop all flipping
-                LOG.exception("pathflip: flip failed")
+                LOG.exception("%s in pathflip's flip", MARKER)
 
     def _tick(self, now: float) -> None:
         rules = self.core.tick(now)

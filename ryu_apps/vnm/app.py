@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import redis
 
@@ -25,7 +25,7 @@ from lime_shim import ofconv
 from lime_shim.mapping import MappingError
 from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect, serve
-from ryu_apps.loud import loud
+from ryu_apps.loud import MARKER, loud
 from ryu_apps.vnm.core import (OPS_CHANNEL, PATCH_COOKIE, STATE_KEY, Step, StepFailed, Vnm,
                                VnmError, carry_out)
 from sdnmig import compat
@@ -81,7 +81,14 @@ class VnmApp(compat.RyuApp):
         except (ValueError, KeyError, TypeError, AttributeError):
             LOG.error("vnm: malformed command %r: ignored", raw[:200])
             return
-        answer = self.run(command, req)
+        if not isinstance(reply_to, str):
+            LOG.error("vnm: command %r names no reply channel: ignored", raw[:200])
+            return
+        if not isinstance(command, str):
+            answer: Dict[str, Any] = {"ok": False, "error": f"the command must be a name, not "
+                                                            f"{command!r}"}
+        else:
+            answer = self.run(command, req)
         self.redis.publish(reply_to, json.dumps(answer))
 
     def run(self, command: str, body: Any) -> Dict[str, Any]:
@@ -99,19 +106,33 @@ class VnmApp(compat.RyuApp):
             t = time.monotonic()
             try:
                 self._do(step)
+            except StepFailed:
+                raise
+            except Exception as e:  # a bug: loud, and the command undone like any failure
+                LOG.exception("%s in VNM step %s", MARKER, step.kind)
+                raise StepFailed(f"{type(e).__name__}: {e}") from e
             finally:
                 times.append({"kind": step.kind, "op": _op_of(step),
                               "ms": round((time.monotonic() - t) * 1000, 1)})
         if steps:
             LOG.info("vnm: %s: %d step(s)", command, len(steps))
+            try:
+                self._shim()
+            except StepFailed as e:
+                return {"ok": False, "error": str(e), "state": self.vnm.to_doc()}
         outcome = carry_out(steps, do)
         answer: Dict[str, Any] = {"ok": outcome.happened, "steps": times}
         if outcome.happened:
             self.vnm.commit(command, body)
+            warnings = list(outcome.errors)
             if steps:
-                self._save()
-            if outcome.errors:
-                answer["warnings"] = outcome.errors
+                unsaved = self._save()
+                warnings += [unsaved] if unsaved else []
+            if warnings:
+                answer["warnings"] = warnings
+        elif outcome.kept:
+            answer["error"] = ("; ".join(outcome.errors) + f": {', '.join(outcome.kept)} stays "
+                               f"done (the rest undone): give the command again to finish")
         else:
             answer["error"] = "; ".join(outcome.errors) + ": nothing changed"
         for e in outcome.errors:
@@ -148,11 +169,14 @@ class VnmApp(compat.RyuApp):
         dp = shim.phys.get(t0)
         if dp is None:
             raise StepFailed(f"the tunnel switch {t0:#x} is not connected")
+        if t0 not in shim.hidden:
+            raise StepFailed(f"the tunnel switch {t0:#x} is not in lime_hidden: the shim would "
+                             "treat it as a switch of its own")
         if shim.roles is None or not shim.roles.is_master(t0):
             raise StepFailed(f"this controller is not MASTER of the tunnel switch {t0:#x}")
         return dp
 
-    def _send_confirmed(self, dp: Any, msgs: list) -> None:
+    def _send_confirmed(self, dp: Any, msgs: List[Any]) -> None:
         """FLOW_MODs, then a barrier: an error for any of them, or no answer, fails the step."""
         keys = []
         for msg in msgs:
@@ -198,11 +222,13 @@ class VnmApp(compat.RyuApp):
                  vnm.algorithm, list(vnm.moved))
         return vnm, None
 
-    def _save(self) -> None:
+    def _save(self) -> Optional[str]:
         try:
             self.redis.set(STATE_KEY, json.dumps(self.vnm.to_doc()))
         except redis.RedisError as e:
             LOG.error("vnm: state not saved: %s", e)
+            return f"the state was not saved ({e}): a restart would not know of this command"
+        return None
 
 
 def _op_of(step: Step) -> Optional[str]:

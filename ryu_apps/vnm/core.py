@@ -18,7 +18,7 @@ Both algorithms share this; they differ in what the new network holds until fina
 | state      | command            | checked first                              | steps                           | next      |
 |------------|--------------------|--------------------------------------------|---------------------------------|-----------|
 | idle       | prepare(alg, lay)  | alg known; layout whole and consistent     | tunnel patch; LIME ensemble     | prepared  |
-| finalized  | prepare(alg, lay)  | as from idle (a new migration, e.g. back)  | as from idle                    | prepared  |
+| finalized  | prepare(alg, lay)  | as from idle (another pair of networks)    | as from idle                    | prepared  |
 | prepared   | migrate(host)      | host known, not moved; alg, if named, same | LIME move_host                  | prepared  |
 | prepared   | finalize()         | every host moved; alg, if named, same      | [ASAP: LIME promote_ensemble];  | finalized |
 |            |                    |                                            | LIME retire_ensemble; unpatch   |           |
@@ -27,7 +27,9 @@ Both algorithms share this; they differ in what the new network holds until fina
 A refused command raises VnmError with the reason and changes nothing. The caller (the VNM app)
 carries the steps out in order. If one fails before any `final` step succeeded, the command has
 not happened: the caller runs the `undo` of that step and of those before it, newest first, and
-commits nothing. Once a `final` step succeeded (finalize's retire: the old network is gone), the
+commits nothing. A step without an undo that succeeded stays done (ASAP finalize's promotion,
+when the retire after it fails); it is one LIME repeats as a no-op, so the command can simply be
+given again. Once a `final` step succeeded (finalize's retire: the old network is gone), the
 command has happened: the caller commits, and reports any later step that fails (unpatching is
 by cookie, so it can be repeated by hand).
 
@@ -148,6 +150,10 @@ def _layout(doc: Any) -> Layout:
         if h.onto_port == up[h.switch][0]:
             raise VnmError(f"host {h.name} would move onto port {h.onto_port} of {h.onto:#x}, "
                            f"its uplink to the tunnel switch")
+    others = sorted(tunnelled - {(h.switch, h.port) for h in hosts})
+    if others:  # finalize could never retire a switch whose port stays on the old network
+        raise VnmError("only hosts' ports may be tunnelled (they move); not "
+                       + ", ".join(f"port {p} of {s:#x}" for s, p in others))
     return Layout(pairs, t0, patch, uplinks, steps, hosts)
 
 
@@ -255,10 +261,12 @@ class StepFailed(Exception):
 @dataclass
 class Outcome:
     """How a command's steps went: `happened` says whether to commit; `errors`, what failed
-    (the failing step first, then any undo that failed too)."""
+    (the failing step first, then any undo that failed too); `kept`, the steps that succeeded,
+    had no undo and stay done although the command did not happen."""
 
     happened: bool
     errors: List[str]
+    kept: List[str] = field(default_factory=list)
 
 
 def carry_out(steps: List[Step], do: Callable[[Step], None]) -> Outcome:
@@ -273,6 +281,7 @@ def carry_out(steps: List[Step], do: Callable[[Step], None]) -> Outcome:
             errors = [f"{step.kind} failed: {e}"]
             if final:
                 return Outcome(True, errors)
+            kept = [_name(s) for s in done if s.undo is None]
             for earlier in reversed(done + [step]):
                 if earlier.undo is None:
                     continue
@@ -280,10 +289,14 @@ def carry_out(steps: List[Step], do: Callable[[Step], None]) -> Outcome:
                     do(earlier.undo)
                 except StepFailed as e2:
                     errors.append(f"undoing {earlier.kind} failed too: {e2}")
-            return Outcome(False, errors)
+            return Outcome(False, errors, kept)
         done.append(step)
         final = final or step.final
     return Outcome(True, [])
+
+
+def _name(step: Step) -> str:
+    return str(step.body.get("op")) if step.kind == "lime" else step.kind
 
 
 def unpatch_body(layout: Layout) -> Dict[str, int]:

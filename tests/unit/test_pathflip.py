@@ -383,7 +383,7 @@ def test_a_failing_flip_is_logged_and_the_loop_goes_on(make_app: Any, monkeypatc
     with pytest.raises(Stop):
         app._flip_loop()
     assert len(ticks) == 3
-    assert caplog.text.count("pathflip: flip failed") == 3 and "switch gone mid-flip" in caplog.text
+    assert caplog.text.count("in pathflip's flip") == 3 and "switch gone mid-flip" in caplog.text
 
 
 def test_the_loop_sleeps_until_the_flip_is_due_but_never_long(make_app: Any,

@@ -375,13 +375,22 @@ def test_carry_out_after_the_final_step_the_command_has_happened() -> None:
     assert log == ["retire_ensemble", "unpatch"]
 
 
-def test_carry_out_a_refused_retire_changes_nothing() -> None:
+def test_carry_out_a_refused_retire_keeps_the_promotion_and_finalize_can_be_repeated() -> None:
     v = _prepared("asap")
     for h in HOSTS:
         v.commit("migrate", {"host": h})
     do, log = _runner({"retire_ensemble": 1})
     out = core.carry_out(v.plan("finalize", {}), do)
     assert not out.happened and log == ["promote_ensemble", "retire_ensemble"]
+    assert out.kept == ["promote_ensemble"]  # (LIME takes a repeated promotion as a no-op)
+    assert v.state == PREPARED and core.carry_out(v.plan("finalize", {}), do).happened
+
+
+def test_a_layout_may_tunnel_only_the_hosts_ports() -> None:
+    doc = layout()
+    doc["steps"][1] = dict(doc["steps"][1], ports={"1": 1}, tunnels={"2": [3, 3]})
+    with pytest.raises(VnmError, match=r"only hosts' ports may be tunnelled .*port 2 of 0x12"):
+        core.layout_from(doc)
 
 
 def test_carry_out_all_well() -> None:
