@@ -113,17 +113,24 @@ def _dpid_list(text: str) -> List[int]:
     return [ops.parse_dpid(d) for d in text.split(",") if d.strip()]
 
 
-def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """`sdnmig lime <op>`: the shim's operations (lime_shim.operations), planned here."""
+def common_options(controller_help: str, whose: str, timeout: float) -> argparse.ArgumentParser:
+    """The options every command to an app on a controller instance's Redis takes (`sdnmig
+    lime`, `sdnmig vnm`); `whose`: whose answer it is, for the help."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--controller", metavar="ID",
-                        help="the controller instance whose shim to ask (default: the only one "
-                             "running 'lime', else the switch's MASTER on the bus)")
-    common.add_argument("--timeout", type=float, default=lime.DEFAULT_TIMEOUT_S,
-                        help="how long to wait for the shim's answer, seconds")
-    common.add_argument("--json", action="store_true", help="print the shim's answer as JSON")
+    common.add_argument("--controller", metavar="ID", help=controller_help)
+    common.add_argument("--timeout", type=float, default=timeout,
+                        help=f"how long to wait for {whose} answer, seconds")
+    common.add_argument("--json", action="store_true", help=f"print {whose} answer as JSON")
     common.add_argument("--plan", action="store_true",
                         help="print the request that would be sent, and send nothing")
+    return common
+
+
+def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`sdnmig lime <op>`: the shim's operations (lime_shim.operations), planned here."""
+    common = common_options("the controller instance whose shim to ask (default: the only one "
+                            "running 'lime', else the switch's MASTER on the bus)", "the shim's",
+                            lime.DEFAULT_TIMEOUT_S)
     common.add_argument("--spares", type=_dpid_list, metavar="DPIDS",
                         help="more bridges to leave out of the switch's ports (comma-separated; "
                              "the instance's lime_spares always are)")

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any, Callable, Dict, List, Optional
 
-from sdnmig import instances, lime, ops, vnm
+from sdnmig import instances, lime, lime_cli, ops, vnm
 from sdnmig.errors import SdnmigError
 
 
@@ -65,15 +65,10 @@ def cmd_vnm(args: argparse.Namespace) -> int:
 
 def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """`sdnmig vnm <command>`: the VNM app's commands (ryu_apps.vnm.core)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--controller", metavar="ID",
-                        help="the controller instance whose VNM app to ask (default: the only "
-                             "one running 'vnm', else the first old switch's MASTER on the bus)")
-    common.add_argument("--timeout", type=float, default=vnm.DEFAULT_TIMEOUT_S,
-                        help="how long to wait for the answer, seconds")
-    common.add_argument("--json", action="store_true", help="print the app's answer as JSON")
-    common.add_argument("--plan", action="store_true",
-                        help="print the request that would be sent, and send nothing")
+    common = lime_cli.common_options(
+        "the controller instance whose VNM app to ask (default: the only one running 'vnm'; "
+        "with several, prepare asks the first old switch's MASTER on the bus)", "the app's",
+        vnm.DEFAULT_TIMEOUT_S)
     v = sub.add_parser("vnm", help="whole-network migration with Tunnel ALAP or ASAP")
     vsub = v.add_subparsers(dest="command", required=True)
 

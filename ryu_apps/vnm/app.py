@@ -26,8 +26,8 @@ from lime_shim.mapping import MappingError
 from ryu_apps import config, ofmsgs
 from ryu_apps.kvs import StoreError, connect, serve
 from ryu_apps.loud import MARKER, loud
-from ryu_apps.vnm.core import (OPS_CHANNEL, PATCH_COOKIE, STATE_KEY, Step, StepFailed, Vnm,
-                               VnmError, carry_out)
+from ryu_apps.vnm.core import (OPS_CHANNEL, STATE_KEY, Step, StepFailed, Vnm, VnmError,
+                               carry_out, lime_op)
 from sdnmig import compat
 
 LOG = logging.getLogger("sdnmig.vnm")
@@ -112,7 +112,7 @@ class VnmApp(compat.RyuApp):
                 LOG.exception("%s in VNM step %s", MARKER, step.kind)
                 raise StepFailed(f"{type(e).__name__}: {e}") from e
             finally:
-                times.append({"kind": step.kind, "op": _op_of(step),
+                times.append({"kind": step.kind, "op": lime_op(step),
                               "ms": round((time.monotonic() - t) * 1000, 1)})
         if steps:
             LOG.info("vnm: %s: %d step(s)", command, len(steps))
@@ -229,7 +229,3 @@ class VnmApp(compat.RyuApp):
             LOG.error("vnm: state not saved: %s", e)
             return f"the state was not saved ({e}): a restart would not know of this command"
         return None
-
-
-def _op_of(step: Step) -> Optional[str]:
-    return step.body.get("op") if step.kind == "lime" else None

@@ -295,8 +295,13 @@ def carry_out(steps: List[Step], do: Callable[[Step], None]) -> Outcome:
     return Outcome(True, [])
 
 
+def lime_op(step: Step) -> Optional[str]:
+    """The LIME operation a step asks for, if it is one."""
+    return step.body.get("op") if step.kind == "lime" else None
+
+
 def _name(step: Step) -> str:
-    return str(step.body.get("op")) if step.kind == "lime" else step.kind
+    return lime_op(step) or step.kind
 
 
 def unpatch_body(layout: Layout) -> Dict[str, int]:
