@@ -2,7 +2,9 @@
 
 First two controller instances (c1 MASTER of every switch, c2 SLAVE), the Redis-backed learning
 app, a linear network of userspace OVS bridges, pings, and where the state ended up; then
-ERC and Meta-Migration (`demo_meta`); then LIME (`demo_lime`). Later capabilities add their own scripted step here. Everything it starts it stops, also on errors.
+ERC and Meta-Migration (`demo_meta`); then LIME (`demo_lime`); then a whole network moved by
+Tunnel ALAP under TCP load (`demo_vnm`). Later capabilities add their own scripted step here.
+Everything it starts it stops, also on errors.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ryu_apps.learning.store import macs_key, stats_key
 from sdnmig import lab, ovs
 from sdnmig.demo_lime import lime_tour
 from sdnmig.demo_meta import meta_tour
+from sdnmig.demo_vnm import vnm_tour
 from sdnmig.errors import SdnmigError
 from topologies.testbeds import LinearTopo
 
@@ -150,6 +153,8 @@ def main(argv: Any = None) -> int:
         ok = ok and m["ok"]
         print("\n== LIME: a switch, then a whole network, moved to other switches while hosts ping ==")
         ok = lime_tour(args.out)["ok"] and ok
+        print("\n== Tunnel ALAP: a whole network moved to another while h1 sends TCP to h2 ==")
+        ok = vnm_tour(args.out)["ok"] and ok
         print(f"== demo {'passed' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s ==")
         return 0 if ok else 1
     except SdnmigError as e:

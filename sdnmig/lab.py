@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+from mininet.link import Link
 from mininet.net import Mininet
 from mininet.node import RemoteController
 
 from sdnmig import instances, ovs
 from sdnmig.instances import Instance
-from topologies.nodes import SdnHost, switch_class
+from topologies.nodes import SdnHost, ShapedLink, switch_class
 
 _counter = itertools.count()
 BAD_LOG = re.compile(r"Traceback|SDNMIG-HANDLER-EXCEPTION|Exception occurred during handler")
@@ -123,14 +124,17 @@ class StartedController(RemoteController):
 
 
 def build_net(topo: Any, controllers: Iterable[Instance],
-              before_start: Optional[Callable[[Mininet], Any]] = None, **switch_opts: Any) -> Mininet:
+              before_start: Optional[Callable[[Mininet], Any]] = None, shaped: bool = False,
+              **switch_opts: Any) -> Mininet:
     """A started Mininet network whose switches connect to the given instances (in order).
 
     `before_start(net)` runs after the nodes exist and before switches reach a controller (to take
     links down, or start controllers inside host namespaces); it may return more instances.
+    `shaped`: a topology's `bw` link option takes effect (topologies.nodes.ShapedLink).
     """
     net = Mininet(topo=topo, switch=switch_class(**switch_opts), host=SdnHost, controller=None,
-                  autoSetMacs=False, build=False, waitConnected=False)
+                  link=ShapedLink if shaped else Link, autoSetMacs=False, build=False,
+                  waitConnected=False)
     try:
         net.build()
         controllers = list(controllers) + list((before_start(net) if before_start else None) or [])

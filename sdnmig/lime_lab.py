@@ -6,6 +6,7 @@ test should check a planner against; `sdnmig lime` plans the same requests from 
 """
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -79,11 +80,11 @@ def start(controllers: Any, make_net: Callable[..., Any], ensemble: bool = False
 
 
 def start_on(controllers: Any, make_net: Callable[..., Any], topo: Any, apps: tuple,
-             platform: str, conf: Dict[str, str]) -> Tuple[Any, Any]:
+             platform: str, conf: Dict[str, str], **net_opts: Any) -> Tuple[Any, Any]:
     """One controller instance with this config, and the topology's network with every bridge
     (OpenFlow 1.3-1.5) ours."""
     (c1,) = controllers.start(1, apps=apps, platform=platform, extra_conf=conf)
-    net = make_net(topo, [c1], protocols=OF15)
+    net = make_net(topo, [c1], protocols=OF15, **net_opts)
     disable_ipv6(net)
     wait_roles(net, [c1], {s: "c1" for s in topo.switches()})
     return c1, net
@@ -175,13 +176,15 @@ def running(procs: List[Any], counters: Callable[[], int], at_least: int, what: 
 
 # -- whole runs (experiments/lime.py, the demo) -----------------------------------------------------
 class Bench:
-    """A fresh controller and Mininet network per run, torn down whatever happens."""
+    """A fresh controller and Mininet network per run, torn down whatever happens. `starter`
+    is a testbed's start (this module's, vnm_lab's) with the testbed's options bound."""
 
-    def __init__(self, ensemble: bool) -> None:
-        self.ensemble = ensemble
+    def __init__(self, starter: Callable[..., Any], name: str = "lime") -> None:
+        self.starter = starter
+        self.name = name
 
     def __enter__(self) -> "Bench":
-        self.dir = Path(tempfile.mkdtemp(prefix="sdnmig-lime-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sdnmig-{self.name}-"))
         self.ctl = Controllers(self.dir)
         self.nets: List[Any] = []
 
@@ -190,7 +193,7 @@ class Bench:
             self.nets.append(net)
             return net
         try:
-            self.topo, self.c1, self.net = start(self.ctl, make, ensemble=self.ensemble)
+            self.topo, self.c1, self.net = self.starter(self.ctl, make)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -201,7 +204,7 @@ class Bench:
             net.stop()
         problems = self.ctl.close()
         if problems or exc[0] is not None:
-            print(f"lime: controller logs kept in {self.dir}", file=sys.stderr)
+            print(f"{self.name}: controller logs kept in {self.dir}", file=sys.stderr)
             if exc[0] is None:
                 raise RuntimeError(f"controller logged an exception: {problems[0]}")
         else:
@@ -216,14 +219,14 @@ class Bench:
 
 # -- (a) ---------------------------------------------------------------------------------------------
 def loss_run(method: str) -> Dict[str, Any]:
-    with Bench(ensemble=False) as b:
+    with Bench(start) as b:
         h1, h2 = (b.net.get(h) for h in b.topo.hosts())
         reach_all([h1, h2])
         req = s3_request(b.topo, b.net)
-        start = rx_packets(h2)
+        rx0 = rx_packets(h2)
         proc = ping_bg(h1, h2, LOSS_PINGS, PING_INTERVAL_S)
-        running([proc], lambda: rx_packets(h2) - start, LEAD_PINGS,
-                         "pings flowing before the migration")
+        running([proc], lambda: rx_packets(h2) - rx0, LEAD_PINGS,
+                "pings flowing before the migration")
         t0 = time.monotonic()
         if method == "lime":
             steps = [b.op(op="clone", **req), b.op(op="retire", switch=3, instance=3)]
@@ -239,7 +242,7 @@ def loss_run(method: str) -> Dict[str, Any]:
 
 # -- (c) ---------------------------------------------------------------------------------------------
 def ensemble_run() -> Dict[str, Any]:
-    with Bench(ensemble=True) as b:
+    with Bench(functools.partial(start, ensemble=True)) as b:
         hosts = ensemble_hosts(b.topo, b.net)
         h1, h2, h3, h4 = hosts
         reach_all(hosts)

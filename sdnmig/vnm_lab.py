@@ -4,20 +4,29 @@ integration tests (and the experiment and demo to come).
 
 The layout is read from Mininet's own view of the links (`port_of`), which is what a test should
 check the planner (`sdnmig vnm prepare`, from Open vSwitch's view) against.
-(experiments/vnm.py and the demo's VNM step are still to come: issue 5's remaining part.)
+
+`migration_run` is one whole run for experiments/vnm.py and the demo: a fresh controller and
+network with every link capped (HTB), traffic between h1 and h2 (iperf3 TCP, or iperf3 UDP plus
+a ping) and the three phases' commands on a schedule, each phase held `phase_s` after its command
+answered. A baseline run (no algorithm) keeps the same schedule and gives no command.
 """
 from __future__ import annotations
 
+import functools
+import json
 import re
+import signal
 import subprocess
-from typing import Any, Callable, Dict, List, Tuple
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import redis
 
 from lime_shim import client
 from ryu_apps.vnm.core import OPS_CHANNEL
-from sdnmig.lab import finish_host_move, prepare_host_move, unique_prefix
-from sdnmig.lime_lab import OF15, port_of, start_on
+from sdnmig.lab import finish_host_move, ping, poll, prepare_host_move, unique_prefix
+from sdnmig.lime_lab import OF15, Bench, port_of, start_on
+from sdnmig.vnm_phases import COMMANDS, summarise_run
 from topologies.testbeds import VnmTopo
 
 APPS = ("lime", "vnm", "pathflip")
@@ -53,7 +62,7 @@ def start(controllers: Any, make_net: Callable[..., Any], bw: float = 0,
              "lime_hidden": hex(TUNNEL),
              "pathflip_switches": ",".join(hex(old(i)) for i in INDEX),
              "pathflip_ports": ",".join(str(x) for x in edge[0]), **conf}
-    c1, net = start_on(controllers, make_net, topo, apps, platform, extra)
+    c1, net = start_on(controllers, make_net, topo, apps, platform, extra, shaped=bool(bw))
     return topo, c1, net
 
 
@@ -105,6 +114,13 @@ def hosts(topo: Any, net: Any) -> List[Any]:
     return [net.get(topo.prefix + h) for h in HOSTS]
 
 
+def connected(h1: Any, h2: Any, timeout: float = 10.0) -> None:
+    """h1 and h2 reach each other, both ways (polled: the first packets may meet no rule yet)."""
+    for a, b in ((h1, h2), (h2, h1)):
+        poll(lambda: ping(a, b, count=1, interval=0.2)["received"] == 1 or None, timeout,
+             f"{a.name} reaching {b.name}")
+
+
 def port_packets(bridge: str) -> Dict[int, int]:
     """OpenFlow port -> packets received + sent, as Open vSwitch counts them."""
     out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-ports", bridge], check=True,
@@ -118,3 +134,99 @@ def port_packets(bridge: str) -> Dict[int, int]:
 def tunnel_packets(topo: Any) -> int:
     """Every packet the tunnel switch has seen, on any port."""
     return sum(port_packets(topo.prefix + "t0").values())
+
+
+# -- whole runs (experiments/vnm.py, the demo) ------------------------------------------------------
+BW_MBIT = 24.0                  # the paper's baseline throughput; every link, tunnels included
+UDP_RATE = "1M"                 # with 125-byte datagrams: 1,000 a second (the paper's ~25,000/25 s)
+UDP_BYTES = 125
+PING_INTERVAL_S = 0.01
+SLACK_S = 3.0                   # the traffic outlasts the schedule by this: the commands' own time
+IPERF_PORT = 5201
+
+
+def iperf_server(host: Any, port: int = IPERF_PORT) -> Any:
+    """A one-test iperf3 server in `host`'s namespace, listening when this returns."""
+    proc = host.popen(["iperf3", "-s", "-1", "-J", "-p", str(port)], text=True)
+    poll(lambda: f":{port} " in host.cmd(f"ss -Hltn sport = :{port}") or proc.poll() is not None,
+         10, f"iperf3 listening on {host.name}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"iperf3 server on {host.name} ended: {proc.communicate()}")
+    return proc
+
+
+def iperf_json(proc: Any, timeout: float) -> Dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        raise RuntimeError(f"iperf3 said no JSON: {out[-500:]!r} {err[-500:]!r}") from None
+    if doc.get("error"):
+        raise RuntimeError(f"iperf3: {doc['error']}")
+    return doc
+
+
+def migration_run(algorithm: Optional[str], traffic: str, phase_s: float = 5.0,
+                  bw: float = BW_MBIT, log: Callable[[str], None] = lambda _: None
+                  ) -> Dict[str, Any]:
+    """One run: traffic h1 -> h2 for 5 phases of at least `phase_s` s each (plus SLACK_S for the
+    commands), the migration's commands given on schedule (none for the baseline, None).
+
+    `traffic`: "tcp" (iperf3, per-second throughput) or "udp" (iperf3 UDP, 1,000 datagrams a
+    second, and a 10 ms ping beside it for RTTs). Times are seconds since the traffic started.
+    """
+    if traffic not in ("tcp", "udp"):
+        raise ValueError(f"traffic {traffic!r}: tcp or udp")
+    total = 5 * phase_s + SLACK_S
+    with Bench(functools.partial(start, bw=bw), name="vnm") as b:
+        h1, h2 = hosts(b.topo, b.net)
+        connected(h1, h2)
+        lay = layout(b.topo, b.net)
+        actions: Dict[str, Callable[[], Dict[str, Any]]] = {
+            "prepare": lambda: vnm_op(b.c1, op="prepare", algorithm=algorithm, layout=lay),
+            "migrate h1": lambda: migrate(b.c1, b.topo, b.net, "h1"),
+            "migrate h2": lambda: migrate(b.c1, b.topo, b.net, "h2"),
+            "finalize": lambda: vnm_op(b.c1, op="finalize")}
+        server = iperf_server(h2)
+        cmd = ["iperf3", "-c", h2.IP(), "-p", str(IPERF_PORT), "-t", f"{total:.0f}", "-i", "1",
+               "-J"]
+        if traffic == "udp":
+            cmd += ["-u", "-b", UDP_RATE, "-l", str(UDP_BYTES)]
+        pinger = None
+        t0 = time.time()
+        client_proc = h1.popen(cmd, text=True)
+        if traffic == "udp":
+            # until interrupted at the traffic's end (ping's -w would end it at the first error
+            # the network reports, such as h1's old interface going down)
+            pinger = h1.popen(["ping", "-D", "-n", "-i", str(PING_INTERVAL_S), "-W", "1",
+                               h2.IP()], text=True)
+        try:
+            steps = []
+            due = t0 + phase_s
+            for name in COMMANDS:
+                time.sleep(max(0.0, due - time.time()))  # noqa: the schedule, not a wait
+                issued = time.time()
+                got = actions[name]() if algorithm else {"ok": True, "ms": 0.0}
+                done = time.time()
+                if not got.get("ok"):
+                    raise RuntimeError(f"{name} refused: {got.get('error')}")
+                steps.append({"command": name, "issued_s": round(issued - t0, 3),
+                              "done_s": round(done - t0, 3), "ms": got.get("ms")})
+                log(f"{name}: {(done - issued) * 1000:.0f} ms")
+                due = done + phase_s
+            if due > t0 + total:
+                raise RuntimeError(f"the commands took {due - t0 - 5 * phase_s:.1f} s, more "
+                                   f"than the {SLACK_S:.0f} s the traffic allows for")
+            sent = iperf_json(client_proc, total + 30)
+            received = iperf_json(server, 30)
+            pings = ""
+            if pinger:
+                pinger.send_signal(signal.SIGINT)  # ping prints its summary and ends
+                pings = pinger.communicate(timeout=10)[0]
+        finally:
+            for proc in (client_proc, pinger, server):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return {**summarise_run(algorithm, traffic, phase_s, t0, steps, sent, received, pings),
+            "bw_mbit": bw}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from mininet.link import TCIntf, TCLink
 from mininet.node import Host, OVSSwitch
 
 PROTOCOLS = "OpenFlow13,OpenFlow14,OpenFlow15"
@@ -54,6 +55,25 @@ class SdnHost(Host):
             if intf.name != "lo":
                 self.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
         return result
+
+
+class ShapedIntf(TCIntf):
+    """A rate-capped interface (HTB; no netem here, so no delay). Mininet's HTB class leaves the
+    quantum to r2q, which at tens of Mbit/s is over HTB's limit and makes tc warn on every
+    interface; one class needs no fair share, so the quantum is one full frame."""
+
+    def bwCmds(self, *args: Any, **kwargs: Any) -> Any:
+        cmds, parent = super().bwCmds(*args, **kwargs)
+        return [c + " quantum 1514" if " htb rate " in c else c for c in cmds], parent
+
+
+class ShapedLink(TCLink):
+    """A link whose `bw` option caps both directions (see ShapedIntf)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("cls1", ShapedIntf)
+        kwargs.setdefault("cls2", ShapedIntf)
+        super().__init__(*args, **kwargs)
 
 
 def switch_class(datapath: str = "user", protocols: str = PROTOCOLS) -> Any:

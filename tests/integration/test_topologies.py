@@ -72,3 +72,14 @@ def test_meta_testbed_with_controllers_in_their_own_namespaces(namespaced):
     wait_roles(net, [c1, c2], {s: "c1" for s in data_switches})
     hosts = [net.get(topo.prefix + f"h{i}") for i in (1, 2, 3)]
     assert net.ping(hosts, timeout=1) == 0.0
+
+
+def test_a_shaped_testbed_caps_every_link_both_ways(controllers, mininet):
+    (c1,) = controllers.start(1, master="none")
+    topo = VnmTopo(prefix=unique_prefix(), bw=24)
+    net = mininet(topo, [c1], shaped=True)
+    ends = [i for link in net.links for i in (link.intf1, link.intf2)]
+    assert len(ends) == 2 * (2 * 4 + 8 + 4)   # each network's 4 links, 8 to t0, 4 to hosts
+    for intf in ends:
+        out = intf.node.cmd(f"tc class show dev {intf.name}")
+        assert "htb" in out and "rate 24Mbit" in out, (intf.name, out)
