@@ -38,7 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiments import common  # noqa: E402
-from sdnmig.vnm_phases import PHASES, WARMUP_S  # noqa: E402
+from sdnmig.vnm_phases import PHASES, WARMUP_S, phase_mbit  # noqa: E402
 
 NAME = "vnm"
 CONFIGS = ("baseline", "alap", "asap")
@@ -49,15 +49,6 @@ PAPER = {"baseline_mbit": 24.0, "one_moved_mbit": 18.0, "asap_both_moved_mbit": 
          "udp_loss_pct": {"asap": 0.44, "alap": 0.39},
          "rtt_ms": {"asap": {"before": 0.247, "during": 0.434},
                     "alap": {"before": 0.231, "during": 0.441}}}
-TARGETS = {"alap_tput_ratio_both_moved": ">= 0.95", "asap lower than alap until finalize": "",
-           "alap_udp_loss_pct": "< 0.1", "asap_udp_loss_pct": "< 0.44",
-           "rtt_ratio_during": "<= 2"}
-
-
-def phase_mbit(run: Dict[str, Any], phase: str) -> Optional[float]:
-    """Mean receiver throughput over the seconds wholly inside the phase."""
-    xs = [iv["mbit"] for iv in run["intervals"] if iv["phase"] == phase]
-    return statistics.fmean(xs) if xs else None
 
 
 def ratio(run: Dict[str, Any], phase: str) -> Optional[float]:
@@ -90,7 +81,9 @@ def throughput(tcp: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Per configuration, from the capped runs; `uncapped`: the same throughput figures from
-    the runs without a link cap."""
+    the runs without a link cap. A run that failed (it has an `error`) counts in `failed` only."""
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
     capped = [r for r in runs if r.get("bw_mbit", 1)]
     out: Dict[str, Any] = {}
     for cfg in CONFIGS:
@@ -120,6 +113,8 @@ def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     free = {cfg: v for cfg, v in free.items() if v["tcp_runs"]}
     if free and capped:
         out["uncapped"] = free
+    out["failed"] = [{k: r[k] for k in ("algorithm", "traffic", "bw_mbit", "error")}
+                     for r in failed]
     return out
 
 
@@ -195,8 +190,14 @@ def main(argv: Any = None) -> int:
     runs: List[Dict[str, Any]] = []
     for cfg, traffic, cap in plan:
         progress.start(f"{cfg} {traffic}" + ("" if cap else ", no link cap"))
-        run = vnm_lab.migration_run(None if cfg == "baseline" else cfg, traffic, args.phase_s,
-                                    bw=cap, log=progress.note)
+        try:
+            run = vnm_lab.migration_run(None if cfg == "baseline" else cfg, traffic,
+                                        args.phase_s, bw=cap, log=progress.note)
+        except (RuntimeError, AssertionError, OSError) as e:  # one run's, said and kept
+            runs.append({"algorithm": cfg, "traffic": traffic, "bw_mbit": cap,
+                         "error": f"{type(e).__name__}: {e}"})
+            progress.finish(f"FAILED: {e}")
+            continue
         runs.append(run)
         if traffic == "tcp":
             progress.finish("Mbit/s " + ", ".join(
@@ -223,8 +224,10 @@ def main(argv: Any = None) -> int:
     progress.note(f"wrote {out_json}" + (f" and {png}" if png else ""))
     for name, met in doc["targets"].items():
         progress.note(f"target {name}: {'met' if met else 'NOT met' if met is False else 'n/a'}")
+    for f in summary["failed"]:
+        progress.note(f"failed run: {f['algorithm']} {f['traffic']}: {f['error']}")
     common.print_headline(headline)
-    return 0
+    return 1 if summary["failed"] else 0
 
 
 COLOURS = {"baseline": "tab:grey", "alap": "tab:blue", "asap": "tab:red"}

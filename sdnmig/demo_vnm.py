@@ -3,12 +3,11 @@ at 24 Mbit/s, the path between h1 and h2 flipping every second) moved by Tunnel 
 sends TCP to h2; a throughput line per phase, and the per-second trace drawn."""
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any, Dict
 
 from sdnmig import vnm_lab
-from sdnmig.vnm_phases import PHASES
+from sdnmig.vnm_phases import PHASES, phase_mbit
 
 PHASE_S = 5.0
 
@@ -18,8 +17,7 @@ def vnm_tour(out_dir: Path) -> Dict[str, Any]:
           f"ALAP prepares the tunnels, moves h1, moves h2 and finalizes, {PHASE_S:.0f} s a phase")
     run = vnm_lab.migration_run("alap", "tcp", PHASE_S,
                                 log=lambda s: print(f"      {s}", flush=True))
-    mbit = {ph: [iv["mbit"] for iv in run["intervals"] if iv["phase"] == ph] for ph in PHASES}
-    means = {ph: statistics.fmean(xs) if xs else None for ph, xs in mbit.items()}
+    means = {ph: phase_mbit(run, ph) for ph in PHASES}
     for ph in PHASES:
         m = means[ph]
         if m is None:

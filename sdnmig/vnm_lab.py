@@ -12,20 +12,23 @@ answered. A baseline run (no algorithm) keeps the same schedule and gives no com
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import re
 import signal
 import subprocess
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import redis
 
 from lime_shim import client
 from ryu_apps.vnm.core import OPS_CHANNEL
-from sdnmig.lab import finish_host_move, ping, poll, prepare_host_move, unique_prefix
-from sdnmig.lime_lab import OF15, Bench, port_of, start_on
+from sdnmig.lab import finish_host_move, poll, prepare_host_move, unique_prefix
+from sdnmig.lime_lab import OF15, Bench, port_of, reach_all, start_on
 from sdnmig.vnm_phases import COMMANDS, summarise_run
 from topologies.testbeds import VnmTopo
 
@@ -114,13 +117,6 @@ def hosts(topo: Any, net: Any) -> List[Any]:
     return [net.get(topo.prefix + h) for h in HOSTS]
 
 
-def connected(h1: Any, h2: Any, timeout: float = 10.0) -> None:
-    """h1 and h2 reach each other, both ways (polled: the first packets may meet no rule yet)."""
-    for a, b in ((h1, h2), (h2, h1)):
-        poll(lambda: ping(a, b, count=1, interval=0.2)["received"] == 1 or None, timeout,
-             f"{a.name} reaching {b.name}")
-
-
 def port_packets(bridge: str) -> Dict[int, int]:
     """OpenFlow port -> packets received + sent, as Open vSwitch counts them."""
     out = subprocess.run(["ovs-ofctl", "-O", OF15, "dump-ports", bridge], check=True,
@@ -148,10 +144,14 @@ IPERF_PORT = 5201
 def iperf_server(host: Any, port: int = IPERF_PORT) -> Any:
     """A one-test iperf3 server in `host`'s namespace, listening when this returns."""
     proc = host.popen(["iperf3", "-s", "-1", "-J", "-p", str(port)], text=True)
-    poll(lambda: f":{port} " in host.cmd(f"ss -Hltn sport = :{port}") or proc.poll() is not None,
-         10, f"iperf3 listening on {host.name}")
-    if proc.poll() is not None:
-        raise RuntimeError(f"iperf3 server on {host.name} ended: {proc.communicate()}")
+    try:
+        poll(lambda: f":{port} " in host.cmd(f"ss -Hltn sport = :{port}")
+             or proc.poll() is not None, 10, f"iperf3 listening on {host.name}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"iperf3 server on {host.name} ended: {proc.communicate()}")
+    except BaseException:
+        with _stopping(proc):
+            raise
     return proc
 
 
@@ -177,56 +177,70 @@ def migration_run(algorithm: Optional[str], traffic: str, phase_s: float = 5.0,
     """
     if traffic not in ("tcp", "udp"):
         raise ValueError(f"traffic {traffic!r}: tcp or udp")
-    total = 5 * phase_s + SLACK_S
-    with Bench(functools.partial(start, bw=bw), name="vnm") as b:
+    total = math.ceil(5 * phase_s + SLACK_S)
+    with Bench(functools.partial(start, bw=bw), name="vnm") as b, \
+            contextlib.ExitStack() as procs, tempfile.TemporaryFile("w+") as ping_out:
         h1, h2 = hosts(b.topo, b.net)
-        connected(h1, h2)
+        reach_all([h1, h2])
         lay = layout(b.topo, b.net)
         actions: Dict[str, Callable[[], Dict[str, Any]]] = {
             "prepare": lambda: vnm_op(b.c1, op="prepare", algorithm=algorithm, layout=lay),
             "migrate h1": lambda: migrate(b.c1, b.topo, b.net, "h1"),
             "migrate h2": lambda: migrate(b.c1, b.topo, b.net, "h2"),
             "finalize": lambda: vnm_op(b.c1, op="finalize")}
-        server = iperf_server(h2)
-        cmd = ["iperf3", "-c", h2.IP(), "-p", str(IPERF_PORT), "-t", f"{total:.0f}", "-i", "1",
-               "-J"]
+        server = procs.enter_context(_stopping(iperf_server(h2)))
+        cmd = ["iperf3", "-c", h2.IP(), "-p", str(IPERF_PORT), "-t", str(total), "-i", "1", "-J"]
         if traffic == "udp":
             cmd += ["-u", "-b", UDP_RATE, "-l", str(UDP_BYTES)]
-        pinger = None
         t0 = time.time()
-        client_proc = h1.popen(cmd, text=True)
+        client_proc = procs.enter_context(_stopping(h1.popen(cmd, text=True)))
+        pinger = None
         if traffic == "udp":
-            # until interrupted at the traffic's end (ping's -w would end it at the first error
-            # the network reports, such as h1's old interface going down)
-            pinger = h1.popen(["ping", "-D", "-n", "-i", str(PING_INTERVAL_S), "-W", "1",
-                               h2.IP()], text=True)
-        try:
-            steps = []
-            due = t0 + phase_s
-            for name in COMMANDS:
-                time.sleep(max(0.0, due - time.time()))  # noqa: the schedule, not a wait
-                issued = time.time()
-                got = actions[name]() if algorithm else {"ok": True, "ms": 0.0}
-                done = time.time()
-                if not got.get("ok"):
-                    raise RuntimeError(f"{name} refused: {got.get('error')}")
-                steps.append({"command": name, "issued_s": round(issued - t0, 3),
-                              "done_s": round(done - t0, 3), "ms": got.get("ms")})
-                log(f"{name}: {(done - issued) * 1000:.0f} ms")
-                due = done + phase_s
-            if due > t0 + total:
-                raise RuntimeError(f"the commands took {due - t0 - 5 * phase_s:.1f} s, more "
-                                   f"than the {SLACK_S:.0f} s the traffic allows for")
-            sent = iperf_json(client_proc, total + 30)
-            received = iperf_json(server, 30)
-            pings = ""
-            if pinger:
-                pinger.send_signal(signal.SIGINT)  # ping prints its summary and ends
-                pings = pinger.communicate(timeout=10)[0]
-        finally:
-            for proc in (client_proc, pinger, server):
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-    return {**summarise_run(algorithm, traffic, phase_s, t0, steps, sent, received, pings),
-            "bw_mbit": bw}
+            # to a file (a pipe read only at the end fills and stalls ping), until interrupted
+            # at the traffic's end (ping's -w would end at the first error the network reports,
+            # such as h1's old interface going down)
+            pinger = procs.enter_context(_stopping(h1.popen(
+                ["ping", "-D", "-n", "-i", str(PING_INTERVAL_S), "-W", "1", h2.IP()],
+                stdout=ping_out, stderr=subprocess.STDOUT, text=True)))
+        # iperf3 counts its intervals from its test's start: when h2 sees the connection
+        poll(lambda: f":{IPERF_PORT} " in h2.cmd(f"ss -Htn state established sport = :{IPERF_PORT}"),
+             10, "iperf3 connected", interval=0.01)
+        offset = time.time() - t0
+        steps = []
+        due = t0 + phase_s
+        for name in COMMANDS:
+            time.sleep(max(0.0, due - time.time()))  # noqa: the schedule, not a wait
+            issued = time.time()
+            got = actions[name]() if algorithm else {"ok": True, "ms": 0.0}
+            done = time.time()
+            if not got.get("ok"):
+                raise RuntimeError(f"{name} refused: {got.get('error')}")
+            steps.append({"command": name, "issued_s": round(issued - t0, 3),
+                          "done_s": round(done - t0, 3), "ms": got.get("ms")})
+            log(f"{name}: {(done - issued) * 1000:.0f} ms")
+            due = done + phase_s
+        if due > t0 + offset + total:
+            raise RuntimeError(f"the commands took {due - t0 - 5 * phase_s:.1f} s, more than "
+                               f"the {SLACK_S:.0f} s the traffic allows for")
+        sent = iperf_json(client_proc, total + 30)
+        received = iperf_json(server, 30)
+        pings = ""
+        if pinger:
+            pinger.send_signal(signal.SIGINT)  # ping prints its summary and ends
+            pinger.wait(timeout=10)
+            ping_out.seek(0)
+            pings = ping_out.read()
+    run = summarise_run(algorithm, traffic, phase_s, t0, steps, sent, received, pings, offset)
+    return {**run, "bw_mbit": bw}
+
+
+@contextlib.contextmanager
+def _stopping(proc: Any) -> Iterator[Any]:
+    """The process, killed on the way out if it is still running (Mininet's popen starts it in
+    a session of its own: net.stop() would leave it)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -2,8 +2,8 @@
 samples of one run tagged with them. Pure: the iperf3 JSON and ping output come in as they are,
 so the unit tests check the bookkeeping that experiments/vnm.py and the demo report from.
 
-A phase opens when its command answered (the first at WARMUP_S: TCP's slow start is no phase's)
-and closes when the next command is issued; a sample taken while a command ran is in the trace
+A phase opens when its command answered (the first at WARMUP_S for throughput: TCP's slow start
+is no phase's) and closes when the next command is issued; a sample taken while a command ran is in the trace
 but in no phase. For RTTs the run is cut coarser: before (until prepare is issued), during, and
 after (once finalize answered).
 """
@@ -28,23 +28,25 @@ def ping_samples(out: str) -> List[Tuple[float, int, float]]:
 
 def summarise_run(algorithm: Optional[str], traffic: str, phase_s: float, t0: float,
                   steps: List[Dict[str, Any]], sent: Dict[str, Any], received: Dict[str, Any],
-                  ping_out: str) -> Dict[str, Any]:
+                  ping_out: str, offset: float = 0.0) -> Dict[str, Any]:
     """The raw samples of a run, each tagged with its phase (a sample taken while a command ran
     belongs to no phase: it is in the trace, not in a phase's figures). Throughput is what the
-    receiver got each second (the sender's figures step by its 128 KiB writes)."""
+    receiver got each second (the sender's figures step by its 128 KiB writes); iperf3 counts
+    from its test's start, `offset` s after t0."""
     intervals = []
     for i in received["intervals"]:
         s = i["sum"]
-        iv = {"start": round(s["start"], 3), "end": round(s["end"], 3),
+        iv = {"start": round(s["start"] + offset, 3), "end": round(s["end"] + offset, 3),
               "mbit": round(s["bits_per_second"] / 1e6, 3)}
         if traffic == "udp":
             iv.update(packets=s.get("packets"), lost=s.get("lost_packets"))
         # the receiver's last interval is what remained of a second: no phase's
         whole = iv["end"] - iv["start"] > 0.9
-        iv["phase"] = phase_of(steps, iv["start"], iv["end"]) if whole else None
+        iv["phase"] = phase_of(steps, iv["start"], iv["end"], WARMUP_S) if whole else None
         intervals.append(iv)
     run: Dict[str, Any] = {"algorithm": algorithm or "baseline", "traffic": traffic,
-                           "phase_s": phase_s, "steps": steps, "intervals": intervals}
+                           "phase_s": phase_s, "steps": steps, "iperf_offset_s": round(offset, 3),
+                           "intervals": intervals}
     if traffic == "tcp":
         run["retransmits"] = sent["end"]["sum_sent"].get("retransmits")
     else:
@@ -65,15 +67,22 @@ def summarise_run(algorithm: Optional[str], traffic: str, phase_s: float, t0: fl
     return run
 
 
-def phase_of(steps: List[Dict[str, Any]], start: float, end: float) -> Optional[str]:
+def phase_of(steps: List[Dict[str, Any]], start: float, end: float, warmup: float = 0.0
+             ) -> Optional[str]:
     """The phase [start, end] lies wholly in, from a command's answer to the next's issue (the
-    first second is TCP's slow start: no phase's)."""
-    opens = [WARMUP_S] + [s["done_s"] for s in steps]
+    first `warmup` s are no phase's: TCP's slow start)."""
+    opens = [warmup] + [s["done_s"] for s in steps]
     closes = [s["issued_s"] for s in steps] + [float("inf")]
     for name, a, z in zip(PHASES, opens, closes):
         if a <= start and end <= z:
             return name
     return None
+
+
+def phase_mbit(run: Dict[str, Any], phase: str) -> Optional[float]:
+    """Mean receiver throughput over the seconds wholly inside the phase."""
+    xs = [iv["mbit"] for iv in run["intervals"] if iv["phase"] == phase]
+    return sum(xs) / len(xs) if xs else None
 
 
 def period_of(steps: List[Dict[str, Any]], t: float) -> str:

@@ -15,8 +15,8 @@ import pytest
 from ryu_apps.vnm import core
 from sdnmig import lime_topo, vnm, vnm_lab
 from sdnmig.lab import poll
-from sdnmig.lime_lab import flows, lime_op, ping_bg, ping_result
-from sdnmig.vnm_lab import INDEX, connected, vnm_op
+from sdnmig.lime_lab import flows, lime_op, ping_bg, ping_result, reach_all
+from sdnmig.vnm_lab import INDEX, vnm_op
 
 COUNTERS = re.compile(r"\b(duration|n_packets|n_bytes|idle_age|hard_age)=[^,\s]*,?\s*")
 TUNNEL_MARKS = ("push_vlan", "pop_vlan", "mod_vlan_vid", "dl_vlan", "vlan_tci", "resubmit",
@@ -51,19 +51,19 @@ def test_whole_network_migration(controllers, mininet, algorithm):
     topo, c1, net = vnm_lab.start(controllers, mininet)
     p = topo.prefix
     h1, h2 = vnm_lab.hosts(topo, net)
-    connected(h1, h2)
+    reach_all([h1, h2])
     flips = _flipped(c1)
     layout = vnm_lab.layout(topo, net)
 
     r = _under_pings(h1, h2, lambda: vnm_op(c1, op="prepare", algorithm=algorithm, layout=layout))
     assert r["lost"] == 0 and r["dup"] == 0, r
     assert len(flows(p + "t0")) == 8, "the tunnel switch patches each pair both ways"
-    connected(h1, h2)
+    reach_all([h1, h2])
 
     for name, (src, dst) in (("h1", (h2, h1)), ("h2", (h1, h2))):
         r = _under_pings(src, dst, lambda: vnm_lab.migrate(c1, topo, net, name))
         assert r["lost"] <= 1 and r["dup"] == 0, (name, r)
-        connected(h1, h2)
+        reach_all([h1, h2])
 
     # ALAP: both hosts on the new network, whose every switch holds the rules: t0 is idle.
     # ASAP: the new network still only relays: every packet crosses at its first and last hop.
@@ -100,7 +100,7 @@ def test_whole_network_migration(controllers, mininet, algorithm):
     # The old network is out of the path: take it down; the flips go on, h1 and h2 connected.
     for i in INDEX:
         net.get(f"{p}o{i}").stop(deleteIntfs=False)
-    connected(h1, h2)
+    reach_all([h1, h2])
     poll(lambda: _flipped(c1) >= flips + 3 or None, 10, "pathflip flipping after finalize")
 
 
@@ -108,7 +108,7 @@ def test_vnm_refusals_change_nothing(controllers, mininet):
     # No flips here: a flip changes rules, and this test compares them before and after.
     topo, c1, net = vnm_lab.start(controllers, mininet, pathflip_period_s="3600")
     h1, h2 = vnm_lab.hosts(topo, net)
-    connected(h1, h2)
+    reach_all([h1, h2])
     layout = vnm_lab.layout(topo, net)
 
     def refused(req: Dict[str, Any], says: str) -> None:
@@ -143,4 +143,4 @@ def test_vnm_refusals_change_nothing(controllers, mininet):
     refused({"op": "migrate", "host": "h1"}, "h1 has already moved")
     refused({"op": "finalize"}, "hosts not moved yet: h2")
     refused({"op": "unplug"}, "unknown VNM command")
-    connected(h1, h2)
+    reach_all([h1, h2])

@@ -28,7 +28,11 @@ STEPS = [{"command": c, "issued_s": 5.0 + 5.1 * k, "done_s": 5.1 + 5.1 * k, "ms"
 ])
 def test_a_sample_belongs_to_the_phase_it_lies_wholly_in(start: float, end: float, want: Any
                                                            ) -> None:
-    assert ph.phase_of(STEPS, start, end) == want
+    assert ph.phase_of(STEPS, start, end, ph.WARMUP_S) == want
+
+
+def test_only_throughput_has_a_warm_up() -> None:
+    assert ph.phase_of(STEPS, 0.5, 0.5) == "before"
 
 
 def test_periods_split_at_prepare_issued_and_finalize_answered() -> None:
@@ -75,6 +79,11 @@ def test_a_tcp_run_keeps_every_second_and_tags_it() -> None:
     run = tcp_run([30.0] + [23.0] * 27)
     assert run["retransmits"] == 7 and len(run["intervals"]) == 28
     assert run["intervals"][0] == {"start": 0, "end": 1.0, "mbit": 30.0, "phase": None}
+    shifted = ph.summarise_run("alap", "tcp", 5.0, 1000.0, STEPS, {"end": {"sum_sent": {}}},
+                               _iperf([{"start": 4.0, "end": 5.0, "bits_per_second": 1e6}], {}),
+                               "", offset=0.04)
+    assert shifted["intervals"][0] == {"start": 4.04, "end": 5.04, "mbit": 1.0, "phase": None}
+    assert shifted["iperf_offset_s"] == 0.04
     assert [iv["phase"] for iv in run["intervals"][1:5]] == ["before"] * 4
     assert run["intervals"][5]["phase"] is None           # 5-6 holds prepare's 5.0-5.1
 
@@ -85,7 +94,7 @@ def test_a_udp_run_counts_the_receivers_loss_and_tags_each_ping() -> None:
                           "sent": 28000, "seconds": 28.0}
     assert run["ping"] == {"sent": 4, "received": 3, "dup": 0}
     assert [(p["t"], p["period"], p["phase"]) for p in run["pings"]] == [
-        (0.5, "before", None), (6.0, "during", "prepare"), (21.0, "after", "finalized")]
+        (0.5, "before", "before"), (6.0, "during", "prepare"), (21.0, "after", "finalized")]
 
 
 def test_unreadable_ping_output_is_an_error() -> None:
@@ -145,7 +154,16 @@ def test_the_receivers_short_last_interval_is_no_phases() -> None:
     run2 = tcp_run([23.0] * 28)
     last = run["intervals"][-1]
     assert last["phase"] is None
-    assert exp.phase_mbit(run, "finalized") == exp.phase_mbit(run2, "finalized") == 23.0
+    assert ph.phase_mbit(run, "finalized") == ph.phase_mbit(run2, "finalized") == 23.0
+
+
+def test_a_failed_run_is_counted_apart() -> None:
+    runs = [tcp_run(_trace(23.0, 23.0), "alap"),
+            {"algorithm": "asap", "traffic": "udp", "bw_mbit": 24.0, "error": "RuntimeError: x"}]
+    summary = exp.summarise(runs)
+    assert summary["failed"] == [{"algorithm": "asap", "traffic": "udp", "bw_mbit": 24.0,
+                                  "error": "RuntimeError: x"}]
+    assert "asap" not in summary and summary["alap"]["tcp_runs"] == 1
 
 
 def test_runs_without_a_link_cap_are_summarised_apart(tmp_path: Any) -> None:
