@@ -20,82 +20,100 @@ What this adds so that no tenant message is lost, duplicated or reordered:
   saw the marker, behind everything it relayed before), so the tenant sees one ordered stream.
 - A replay log. The proxy keeps what it routed to the target until the target's COMMITTED (its
   buffer flushed and a barrier answered). If the target fails or gives up first, the proxy
-  RESUMEs the initial and sends it the log: the initial still holds the switch.
+  RESUMEs the initial and sends it the log: the initial still holds the switch. A target lost
+  after COMMITTED has run everything: the initial is resumed without a replay.
 - The initial failing: the proxy takes its loss as DRAINED and HANDED_OVER, so the target
-  completes.
+  completes; what the tenant sends while no instance serves it waits in the log for the next
+  take-over.
+- Every marker, barrier and control message names its migration: the adapter puts the id in the
+  dummy flow's cookie and keeps its barriers' xids, so a marker or reply of another tenant's
+  migration on the same switch, or of an aborted one, is never taken for this one's. A control
+  message of a migration that already ended is ignored; of an unknown one, a ProtocolError.
 
 One set of machines per (switch, tenant connection): the adapter hands each tenant's machines
-the switch messages its slice owns, and the marker and its barrier replies to each machine of
-that switch.
+the switch messages its slice owns, and each marker and barrier reply to the machine it names.
+`StopServing` means this tenant's traffic on that switch connection; the adapter closes the
+connection when no tenant is left on it.
 
 Left open (documented, not hidden): a target that fails after the marker and before COMMITTED
-may have flushed part of its buffer, which the replay then sends again; and switch messages
-between the marker and the initial's RESUME reach no tenant.
+may have flushed part of its buffer, which the replay then sends again (and the switch may run
+the two out of order); when a target fails after the marker, switch messages around the
+initial's RESUME may reach the tenant twice (the target relayed them, the resumed initial
+relays them again) or not at all (the initial discarded them before it was resumed); a target
+lost once the migration is over takes the tenant's hypervisor with it (CloseTenant); per-connection switch state a tenant set through the initial (SET_CONFIG, SET_ASYNC, an
+open bundle) is not carried to the target's connection by this core.
 
 Target (one per migration):
 
-| state      | event                    | effects                                       | next       |
-|------------|--------------------------|-----------------------------------------------|------------|
-| IDLE       | begin                    | ConnectSwitch                                 | CONNECTING |
-| CONNECTING | switch_ready             | ToProxy(TakeOver)                             | ASKING     |
-| ASKING     | rerouted                 | ToSwitch(MARK_ADD), ToSwitch(MARK_DELETE)     | MARKING    |
-| ASKING,    | from_tenant(m)           | (buffered)                                    | same       |
-|  MARKING   |                          |                                               |            |
-| MARKING    | marker                   | ToSwitch(each buffered m), ToSwitch(Barrier)  | COMMITTING |
-| COMMITTING | barrier_reply(COMMIT)    | ToProxy(Committed)                            | ACTIVE     |
-| COMMITTING,| from_tenant(m)           | ToSwitch(m)                                   | same       |
-|  ACTIVE    | from_switch(m)           | ToProxy(Upstream(m))                          | same       |
-| before     | from_switch(m)           | (discarded: not ours yet)                     | same       |
-|  COMMITTING|                          |                                               |            |
-| before     | switch lost, proxy lost, | ToProxy(Abort) (unless the proxy is the one   | FAILED     |
-|  ACTIVE    |  deadline passed         |  lost), CloseSwitch                           |            |
-| before     | abort (from the proxy)   | CloseSwitch                                   | FAILED     |
-|  ACTIVE    |                          |                                               |            |
-| FAILED     | anything                 | - (the proxy goes back on its Abort)          | FAILED     |
+| state      | event                      | effects                                      | next       |
+|------------|----------------------------|----------------------------------------------|------------|
+| IDLE       | begin                      | ConnectSwitch                                | CONNECTING |
+| CONNECTING | switch_ready               | ToProxy(TakeOver)                            | ASKING     |
+| ASKING     | Rerouted                   | ToSwitch(MarkAdd), ToSwitch(MarkDelete)      | MARKING    |
+| ASKING,    | a tenant's m               | (buffered)                                   | same       |
+|  MARKING   |                            |                                              |            |
+| MARKING    | marker (its own)           | ToSwitch(each buffered m), ToSwitch(Barrier) | COMMITTING |
+| COMMITTING | its barrier's reply        | ToProxy(Committed)                           | ACTIVE     |
+| COMMITTING,| a tenant's m               | ToSwitch(m)                                  | same       |
+|  ACTIVE    | from_switch(m)             | ToProxy(Upstream(m))                         | same       |
+| before     | from_switch(m)             | (discarded: not ours yet)                    | same       |
+|  COMMITTING|                            |                                              |            |
+| CONNECTING | switch or proxy lost,      | [ToProxy(Abort) once it asked, and not to a  | FAILED     |
+|  ..COMMIT. |  deadline passed           |  lost proxy], StopServing                    |            |
+| ASKING..   | Abort (from the proxy)     | StopServing                                  | FAILED     |
+|  COMMITTING|                            |                                              |            |
+| FAILED     | anything                   | - (the proxy goes back on its Abort)         | FAILED     |
+| ACTIVE     | anything else              | - (it serves; a loss is the adapter's)       | ACTIVE     |
 
-Initial (per switch; one migration at a time):
+Initial (per switch and tenant; one migration at a time):
 
-| state      | event                    | effects                                       | next        |
-|------------|--------------------------|-----------------------------------------------|-------------|
-| SERVING    | drain                    | ToSwitch(Barrier(DRAIN))                      | DRAINING    |
-| DRAINING   | barrier_reply(DRAIN)     | ToProxy(Drained)                              | DRAINED     |
-| DRAINED    | marker                   | ToProxy(HandedOver)                           | HANDED_OVER |
-| HANDED_OVER| release                  | CloseSwitch                                   | RELEASED    |
-| DRAINING,  | resume                   | -                                             | SERVING     |
-|  DRAINED,  |                          |                                               |             |
-|  HANDED_OV.|                          |                                               |             |
-| not HANDED_| from_tenant(m)           | ToSwitch(m)                                   | same        |
-|  OVER/REL. | from_switch(m)           | ToProxy(Upstream(m))                          | same        |
-| HANDED_OV. | from_switch(m)           | (discarded: the target's now)                 | same        |
+| state      | event                      | effects                                      | next        |
+|------------|----------------------------|----------------------------------------------|-------------|
+| SERVING    | Drain                      | ToSwitch(Barrier)                            | DRAINING    |
+| DRAINING   | its barrier's reply        | ToProxy(Drained)                             | DRAINED     |
+| DRAINED    | marker (this migration's)  | ToProxy(HandedOver)                          | HANDED_OVER |
+| DRAINED,   | Release                    | StopServing                                  | RELEASED    |
+|  HANDED_OV.|                            |                                              |             |
+| DRAINING,  | Resume                     | - (the migration is over)                    | SERVING     |
+|  DRAINED,  |                            |                                              |             |
+|  HANDED_OV.|                            |                                              |             |
+| SERVING..  | a tenant's m               | ToSwitch(m)                                  | same        |
+|  DRAINED   | from_switch(m)             | ToProxy(Upstream(m))                         | same        |
+| HANDED_OV. | from_switch(m)             | (discarded: the target's now)                | same        |
 
-Proxy route (one tenant connection):
+Proxy route (one tenant connection; `serving`: initial, target or none):
 
-| state     | event                        | effects                                        | next      |
-|-----------|------------------------------|------------------------------------------------|-----------|
-| DIRECT    | take_over (from the target)  | ToInitial(Drain)                               | SWITCHING |
-| DIRECT    | from_tenant(m)               | To<serving instance>(m)                        | DIRECT    |
-| SWITCHING,| from_tenant(m)               | ToTarget(m), kept in the log                   | same      |
-|  REROUTED |                              |                                                |           |
-| SWITCHING | drained, or initial lost     | ToTarget(Rerouted)                             | REROUTED  |
-| REROUTED  | upstream from the target     | (held)                                         | same      |
-| any       | upstream from the initial    | ToTenant(m)                                    | same      |
-| REROUTED  | handed_over, or initial lost | ToTenant(each held m); then as below           | REROUTED  |
-| REROUTED  | handed over and committed    | ToInitial(Release) (unless lost)               | DIRECT    |
-|           |                              |   (serving: the target; log dropped)           |           |
-| SWITCHING,| target lost, abort, or the   | ToInitial(Resume), ToInitial(each logged m),   | DIRECT    |
-|  REROUTED |  deadline passed (uncommitted)| [deadline: ToTarget(Abort)]; the initial lost  |           |
-|           |                              |  too: CloseTenant (serving: none)              |           |
-| DIRECT    | from_tenant(m), initial lost | (kept in the log)                              | DIRECT    |
-| DIRECT    | take_over, the initial lost  | ToTarget(Rerouted), ToTarget(each logged m)    | REROUTED  |
-|           |                              |   (nothing to drain)                           |           |
-
-Everything else is a ProtocolError (the peer broke the protocol) or ignored where the table
-says so. Messages carry the migration id; one for another migration is a ProtocolError.
+| state     | event                         | effects                                       | next      |
+|-----------|-------------------------------|-----------------------------------------------|-----------|
+| DIRECT    | TakeOver (from the target)    | ToInitial(Drain)                              | SWITCHING |
+| DIRECT    | TakeOver, the initial lost    | ToTarget(Rerouted), ToTarget(each logged m)   | REROUTED  |
+|           |                               |   (nothing to drain; handed over)             |           |
+| DIRECT    | a tenant's m                  | To<serving>(m); none: dropped; the initial    | DIRECT    |
+|           |                               |   lost: kept in the log                       |           |
+| SWITCHING,| a tenant's m                  | ToTarget(m), kept in the log until Committed  | same      |
+|  REROUTED |                               |                                               |           |
+| SWITCHING | Drained, or the initial lost  | ToTarget(Rerouted)                            | REROUTED  |
+| SWITCHING | deadline passed               | ToInitial(Resume), ToInitial(each logged m),  | DIRECT    |
+|           |                               |   ToTarget(Abort)                             |           |
+| REROUTED  | upstream from the target      | (held until handed over)                      | same      |
+| any       | upstream from the initial     | ToTenant(m) (not once the target serves)      | same      |
+| REROUTED  | HandedOver, or initial lost   | ToTenant(each held m); done if committed      | REROUTED  |
+| REROUTED  | Committed                     | (log dropped); done if handed over            | REROUTED  |
+| REROUTED  | committed, not handed over by | ToTenant(each held m); the target's words     | REROUTED  |
+|           |  the deadline                 |   pass from now on (late: order across the    |           |
+|           |                               |   two may break; nothing is dropped)          |           |
+| REROUTED  | done                          | ToInitial(Release) (unless lost)              | DIRECT    |
+|           |                               |   (serving: the target)                       |           |
+| SWITCHING,| target lost or Abort, before  | ToInitial(Resume), ToInitial(each logged m);  | DIRECT    |
+|  REROUTED |  Committed                    |   the initial lost too: CloseTenant (none)    |           |
+| REROUTED  | target lost after Committed   | the tenant's m kept; once handed over:        | DIRECT    |
+|           |                               |   ToInitial(Resume), ToInitial(each kept m)   |           |
+|           |                               |   (serving: the initial)                      |           |
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Set
 
 DEADLINE_S = 5.0
 
@@ -108,8 +126,7 @@ SERVING, DRAINING, DRAINED, HANDED_OVER, RELEASED = (
 # Route states
 DIRECT, SWITCHING, REROUTED = "direct", "switching", "rerouted"
 
-MARK_ADD, MARK_DELETE = "mark_add", "mark_delete"   # the dummy flow (reserved cookie)
-COMMIT, DRAIN = "commit", "drain"                   # barrier tokens
+COMMIT, DRAIN = "commit", "drain"   # barrier kinds
 
 
 class ProtocolError(Exception):
@@ -140,9 +157,27 @@ class Upstream:
     msg: Any
 
 
+# -- what goes to the switch (the adapter encodes them) -------------------------------------------
 @dataclass(frozen=True)
 class Barrier:
-    token: str
+    """A barrier of the protocol's own; its reply comes back to `barrier_reply` as this object."""
+
+    kind: str
+    mid: str
+
+
+@dataclass(frozen=True)
+class MarkAdd:
+    """The dummy flow, its cookie reserved and naming the migration, with SEND_FLOW_REM."""
+
+    mid: str
+
+
+@dataclass(frozen=True)
+class MarkDelete:
+    """Its delete: the switch's FLOW_REMOVED of it is the marker, `marker(mid)`."""
+
+    mid: str
 
 
 # -- effects -------------------------------------------------------------------------------------
@@ -177,8 +212,9 @@ class ConnectSwitch:
 
 
 @dataclass(frozen=True)
-class CloseSwitch:
-    pass
+class StopServing:
+    """This tenant's traffic on the switch connection ends (the adapter closes the connection
+    when no tenant is left on it)."""
 
 
 @dataclass(frozen=True)
@@ -189,9 +225,29 @@ class CloseTenant:
 Effects = List[Any]
 
 
-def _check(mid: str, msg: Control) -> None:
-    if msg.mid != mid:
-        raise ProtocolError(f"{type(msg).__name__} for migration {msg.mid!r}, in {mid!r}")
+class _Ids:
+    """The migration a machine is in, and those it has left: a late word of one of those is
+    ignored, one of a migration never heard of is the peer's error."""
+
+    def __init__(self) -> None:
+        self.mid: Optional[str] = None
+        self.past: Set[str] = set()
+
+    def current(self, msg: Control) -> bool:
+        if msg.mid == self.mid:
+            return True
+        if msg.mid in self.past:
+            return False
+        raise ProtocolError(f"{type(msg).__name__} for migration {msg.mid!r}, "
+                            f"in {self.mid!r}")
+
+    def start(self, mid: str) -> None:
+        self.mid = mid
+
+    def end(self) -> None:
+        if self.mid is not None:
+            self.past.add(self.mid)
+        self.mid = None
 
 
 @dataclass
@@ -210,22 +266,22 @@ class Target:
 
     def switch_ready(self, now: float) -> Effects:
         if self.state == FAILED:
-            return []  # it gave up meanwhile (its connection is being closed)
+            return []  # it gave up meanwhile
         self._in(CONNECTING, "switch_ready")
         self.state = ASKING
         return [ToProxy(TakeOver(self.mid))]
 
     def from_proxy(self, msg: Any, now: float) -> Effects:
         """A control message or a tenant's message from the proxy."""
-        if self.state == FAILED:
-            return []  # in flight when it gave up: the proxy hears its Abort and goes back
+        if isinstance(msg, Control) and msg.mid != self.mid:
+            raise ProtocolError(f"target of {self.mid!r} got {msg!r}")
+        if self.state in (FAILED, ACTIVE) and isinstance(msg, Control):
+            return []  # in flight when it gave up (the proxy goes back on its Abort)
         if isinstance(msg, Rerouted):
-            _check(self.mid, msg)
             self._in(ASKING, "rerouted")
             self.state = MARKING
-            return [ToSwitch(MARK_ADD), ToSwitch(MARK_DELETE)]
+            return [ToSwitch(MarkAdd(self.mid)), ToSwitch(MarkDelete(self.mid))]
         if isinstance(msg, Abort):
-            _check(self.mid, msg)
             return self._fail(tell_proxy=False)
         if isinstance(msg, Control):
             raise ProtocolError(f"target got {type(msg).__name__}")
@@ -238,16 +294,16 @@ class Target:
             return []
         raise ProtocolError(f"a tenant's message reached the target in state {self.state}")
 
-    def marker(self, now: float) -> Effects:
-        if self.state != MARKING:
-            return []  # a marker of the past (or one seen before it was asked for): not ours
+    def marker(self, mid: str, now: float) -> Effects:
+        if mid != self.mid or self.state != MARKING:
+            return []  # another migration's, or one it no longer waits for
         self.state = COMMITTING
         out: Effects = [ToSwitch(m) for m in self.buffer]
         self.buffer = []
-        return out + [ToSwitch(Barrier(COMMIT))]
+        return out + [ToSwitch(Barrier(COMMIT, self.mid))]
 
-    def barrier_reply(self, token: str, now: float) -> Effects:
-        if token == COMMIT and self.state == COMMITTING:
+    def barrier_reply(self, barrier: Barrier, now: float) -> Effects:
+        if barrier == Barrier(COMMIT, self.mid) and self.state == COMMITTING:
             self.state = ACTIVE
             return [ToProxy(Committed(self.mid))]
         return []
@@ -270,11 +326,9 @@ class Target:
         return []
 
     def _fail(self, tell_proxy: bool) -> Effects:
-        if self.state in (ACTIVE, FAILED):
-            return []
         asked = self.state not in (IDLE, CONNECTING)
         self.state, self.buffer = FAILED, []
-        return ([ToProxy(Abort(self.mid))] if tell_proxy and asked else []) + [CloseSwitch()]
+        return ([ToProxy(Abort(self.mid))] if tell_proxy and asked else []) + [StopServing()]
 
     def _in(self, state: str, event: str) -> None:
         if self.state != state:
@@ -284,43 +338,48 @@ class Target:
 @dataclass
 class Initial:
     state: str = SERVING
-    mid: Optional[str] = None
+    ids: _Ids = field(default_factory=_Ids)
     discarded: int = 0
 
     def from_proxy(self, msg: Any, now: float) -> Effects:
         if isinstance(msg, Drain):
+            if msg.mid in self.ids.past:
+                return []
             if self.state != SERVING:
                 raise ProtocolError(f"initial: drain in state {self.state}")
-            self.state, self.mid = DRAINING, msg.mid
-            return [ToSwitch(Barrier(DRAIN))]
+            self.state = DRAINING
+            self.ids.start(msg.mid)
+            return [ToSwitch(Barrier(DRAIN, msg.mid))]
         if isinstance(msg, Resume):
-            _check(self.mid or "", msg)
-            if self.state in (DRAINING, DRAINED, HANDED_OVER):
-                self.state, self.mid = SERVING, None
+            if self.ids.current(msg) and self.state in (DRAINING, DRAINED, HANDED_OVER):
+                self.state = SERVING
+                self.ids.end()
             return []
         if isinstance(msg, Release):
-            _check(self.mid or "", msg)
-            if self.state != HANDED_OVER:
+            if not self.ids.current(msg):
+                return []
+            if self.state not in (DRAINED, HANDED_OVER):
                 raise ProtocolError(f"initial: release in state {self.state}")
             self.state = RELEASED
-            return [CloseSwitch()]
+            self.ids.end()
+            return [StopServing()]
         if isinstance(msg, Control):
             raise ProtocolError(f"initial got {type(msg).__name__}")
         if self.state in (HANDED_OVER, RELEASED):
             raise ProtocolError(f"a tenant's message reached the initial in state {self.state}")
         return [ToSwitch(msg)]
 
-    def barrier_reply(self, token: str, now: float) -> Effects:
-        if token == DRAIN and self.state == DRAINING:
+    def barrier_reply(self, barrier: Barrier, now: float) -> Effects:
+        if self.state == DRAINING and barrier == Barrier(DRAIN, self.ids.mid or ""):
             self.state = DRAINED
-            return [ToProxy(Drained(self.mid or ""))]
+            return [ToProxy(Drained(barrier.mid))]
         return []
 
-    def marker(self, now: float) -> Effects:
-        if self.state != DRAINED:
-            return []  # no migration of ours has asked for it
+    def marker(self, mid: str, now: float) -> Effects:
+        if self.state != DRAINED or mid != self.ids.mid:
+            return []  # another migration's, or one that is over
         self.state = HANDED_OVER
-        return [ToProxy(HandedOver(self.mid or ""))]
+        return [ToProxy(HandedOver(mid))]
 
     def from_switch(self, msg: Any, now: float) -> Effects:
         if self.state in (HANDED_OVER, RELEASED):
@@ -331,17 +390,19 @@ class Initial:
 
 @dataclass
 class Route:
-    """The proxy's side of one tenant connection. `serving`: which instance is its hypervisor."""
+    """The proxy's side of one tenant connection."""
 
     deadline_s: float = DEADLINE_S
     state: str = DIRECT
     serving: str = "initial"
-    mid: Optional[str] = None
+    ids: _Ids = field(default_factory=_Ids)
     log: List[Any] = field(default_factory=list)
     held: List[Any] = field(default_factory=list)
     handed: bool = False
     committed: bool = False
     initial_gone: bool = False
+    target_gone: bool = False
+    late: bool = False
     deadline: float = 0.0
 
     def from_tenant(self, msg: Any, now: float) -> Effects:
@@ -352,33 +413,42 @@ class Route:
                 self.log.append(msg)  # for the instance that will take the tenant over
                 return []
             return [ToInitial(msg) if self.serving == "initial" else ToTarget(msg)]
-        self.log.append(msg)
+        if self.target_gone:  # after it committed: for the initial, resumed once handed over
+            self.log.append(msg)
+            return []
+        if not self.committed:
+            self.log.append(msg)
         return [ToTarget(msg)]
 
     def from_target(self, msg: Any, now: float) -> Effects:
         if isinstance(msg, TakeOver):
             if self.state != DIRECT or self.serving != "initial":
-                raise ProtocolError(f"proxy: take-over in state {self.state}")
-            self.state, self.mid, self.deadline = SWITCHING, msg.mid, now + self.deadline_s
-            self.held, self.handed, self.committed = [], False, False
+                raise ProtocolError(f"proxy: take-over in state {self.state}/{self.serving}")
+            self.ids.start(msg.mid)
+            self.state, self.deadline = SWITCHING, now + self.deadline_s
+            self.held, self.handed, self.committed, self.target_gone = [], False, False, False
+            self.late = False
             if self.initial_gone:  # a take-over of a dead instance's tenant: nothing to drain,
                 self.state, self.handed = REROUTED, True   # what the tenant sent meanwhile first
                 return [ToTarget(Rerouted(msg.mid))] + [ToTarget(m) for m in self.log]
             self.log = []
             return [ToInitial(Drain(msg.mid))]
+        if isinstance(msg, Control) and not self.ids.current(msg):
+            return []
         if isinstance(msg, Committed):
-            _check(self.mid or "", msg)
             if self.state != REROUTED:
                 raise ProtocolError(f"proxy: committed in state {self.state}")
-            self.committed = True
+            self.committed, self.log = True, []
+            self.deadline = now + self.deadline_s  # for the initial's hand-over
             return self._maybe_done()
         if isinstance(msg, Abort):
-            _check(self.mid or "", msg)
+            if self.committed:
+                raise ProtocolError("proxy: abort after committed")
             return self._back(tell_target=False)
         if isinstance(msg, Control):
             raise ProtocolError(f"proxy got {type(msg).__name__} from the target")
         if isinstance(msg, Upstream):
-            if self.state == REROUTED and not self.handed:
+            if self.state == REROUTED and not self.handed and not self.late:
                 self.held.append(msg.msg)
                 return []
             if self.state == DIRECT and self.serving != "target":
@@ -387,40 +457,50 @@ class Route:
         raise ProtocolError(f"proxy: {msg!r} from the target")
 
     def from_initial(self, msg: Any, now: float) -> Effects:
-        if isinstance(msg, Drained):
-            _check(self.mid or "", msg)
-            if self.state != SWITCHING:
-                return []  # after an abort
-            self.state = REROUTED
-            return [ToTarget(Rerouted(msg.mid))]
-        if isinstance(msg, HandedOver):
-            _check(self.mid or "", msg)
-            if self.state != REROUTED:
-                return []
-            return self._handed()
         if isinstance(msg, Upstream):
             if self.state == DIRECT and self.serving == "target":
                 return []  # a released initial's late word
             return [ToTenant(msg.msg)]
-        raise ProtocolError(f"proxy: {msg!r} from the initial")
+        if not isinstance(msg, Control):
+            raise ProtocolError(f"proxy: {msg!r} from the initial")
+        if not self.ids.current(msg):
+            return []
+        if isinstance(msg, Drained) and self.state == SWITCHING:
+            self.state = REROUTED
+            return [ToTarget(Rerouted(msg.mid))]
+        if isinstance(msg, HandedOver) and self.state == REROUTED:
+            return self._handed()
+        raise ProtocolError(f"proxy: {type(msg).__name__} from the initial in {self.state}")
 
     def lost(self, peer: str, now: float) -> Effects:
         """The connection to the "initial" or "target" instance is gone."""
         if peer == "initial" and self.serving == "initial":
             self.initial_gone = True
         if self.state == DIRECT:
+            if self.serving == peer:
+                self.serving = "none" if peer == "target" else self.serving
+                return [CloseTenant()] if peer == "target" else []
             return []
         if peer == "target":
-            return self._back(tell_target=False)
-        self.initial_gone = True
+            if not self.committed:
+                return self._back(tell_target=False)
+            self.target_gone = True
+            return self._maybe_done()
         if self.state == SWITCHING:
             self.state = REROUTED
-            return [ToTarget(Rerouted(self.mid or ""))] + self._handed()
+            return [ToTarget(Rerouted(self.ids.mid or ""))] + self._handed()
         return self._handed() if not self.handed else []
 
     def tick(self, now: float) -> Effects:
-        if self.state != DIRECT and not self.committed and now >= self.deadline:
+        if now < self.deadline:
+            return []
+        if self.state == SWITCHING:  # the initial never drained: go back
             return self._back(tell_target=True)
+        if self.state == REROUTED and self.committed and not self.handed and not self.late:
+            self.late = True  # the initial is slow to hand over (or never saw the marker): let
+            out: Effects = [ToTenant(m) for m in self.held]   # the target's words through,
+            self.held = []    # the initial's keep coming until its hand-over (order may break)
+            return out
         return []
 
     def _handed(self) -> Effects:
@@ -432,15 +512,22 @@ class Route:
     def _maybe_done(self) -> Effects:
         if not (self.handed and self.committed):
             return []
-        out: Effects = [] if self.initial_gone else [ToInitial(Release(self.mid or ""))]
-        self.state, self.serving, self.log = DIRECT, "target", []
-        return out
+        mid = self.ids.mid or ""
+        self.ids.end()
+        self.state = DIRECT
+        if self.target_gone:  # it ran everything, then died: the initial serves again
+            if self.initial_gone:
+                self.serving = "none"
+                return [CloseTenant()]
+            self.serving, log, self.log = "initial", self.log, []
+            return [ToInitial(Resume(mid))] + [ToInitial(m) for m in log]
+        self.serving, self.log = "target", []
+        return [] if self.initial_gone else [ToInitial(Release(mid))]
 
     def _back(self, tell_target: bool) -> Effects:
-        if self.state == DIRECT:
-            return []
-        mid = self.mid or ""
-        out: Effects = ([ToTarget(Abort(mid))] if tell_target else [])
+        mid = self.ids.mid or ""
+        self.ids.end()
+        out: Effects = [ToTarget(Abort(mid))] if tell_target else []
         if self.initial_gone:  # nobody left to serve it: the tenant is told by a closed socket
             self.state, self.serving, self.log, self.held = DIRECT, "none", [], []
             return out + [CloseTenant()]
