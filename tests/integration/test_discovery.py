@@ -94,10 +94,22 @@ def test_the_command_line_browser_lists_the_instances(controllers):
         return sorted(d["id"] for d in discovery.browse(2.0) if d["scope"] == scope)
 
     poll(lambda: found() == ["c1", "c2"], DEADLINE_S, "browse() to list c1 and c2")
-    out = subprocess.run([sys.executable, "-m", "sdnmig.discovery", "discover", "--timeout", "2"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    for inst in insts:
-        assert f"tcp:127.0.0.1:{inst.of_port}" in out, out
+    # one listening window can miss an answer on a busy machine (a CI run at 332f1d9 listed
+    # only c2): the user would run it again, so does the test
+    poll(lambda: _lists(_discover([]), insts, "127.0.0.1"), DEADLINE_S,
+         "sdnmig.discovery discover to list c1 and c2")
+
+
+def _discover(where: List[str], run: Any = None) -> str:
+    """The command-line browser's output (in a host's namespace: `run` is its cmd)."""
+    argv = [sys.executable, "-m", "sdnmig.discovery", "discover", "--timeout", "2", *where]
+    if run is not None:
+        return run(" ".join(argv))
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def _lists(out: str, insts: Sequence[Instance], host: str = "") -> bool:
+    return all(f"tcp:{host or inst.host}:{inst.of_port}" in out for inst in insts)
 
 
 def test_instances_in_separate_namespaces_find_each_other(controllers, namespaced):
@@ -110,10 +122,8 @@ def test_instances_in_separate_namespaces_find_each_other(controllers, namespace
     assert rec["host"] == "10.254.0.2", rec
     assert rec["endpoint"] == f"redis://10.254.0.254:{controllers.bus.port}/erc:c2", rec
     # the command-line browser, run in c3's namespace on its management address
-    out = nodes[2].cmd(f"{sys.executable} -m sdnmig.discovery discover --timeout 2 "
-                       f"--interface 10.254.0.3")
-    for inst in started:
-        assert f"tcp:{inst.host}:{inst.of_port}" in out, out
+    poll(lambda: _lists(_discover(["--interface", "10.254.0.3"], nodes[2].cmd), started),
+         DEADLINE_S, "sdnmig.discovery discover in c3's namespace to list all three")
     instances.stop_instance(started[1])
     poll(lambda: _all_see_each_other([started[0], started[2]], [nodes[0], nodes[2]]), DEADLINE_S,
          "c2 to leave the others' ctl:peers")
