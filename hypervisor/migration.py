@@ -40,7 +40,8 @@ may have flushed part of its buffer, which the replay then sends again (and the 
 the two out of order); when a target fails after the marker, switch messages around the
 initial's RESUME may reach the tenant twice (the target relayed them, the resumed initial
 relays them again) or not at all (the initial discarded them before it was resumed); a target
-lost once the migration is over takes the tenant's hypervisor with it (CloseTenant); per-connection switch state a tenant set through the initial (SET_CONFIG, SET_ASYNC, an
+lost once the migration is over takes the tenant's hypervisor with it (CloseTenant);
+per-connection switch state a tenant set through the initial (SET_CONFIG, SET_ASYNC, an
 open bundle) is not carried to the target's connection by this core.
 
 Target (one per migration):

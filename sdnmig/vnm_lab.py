@@ -132,7 +132,7 @@ def tunnel_packets(topo: Any) -> int:
     return sum(port_packets(topo.prefix + "t0").values())
 
 
-# -- whole runs (experiments/vnm.py, the demo) ------------------------------------------------------
+# -- whole runs (experiments/vnm.py, the demo) -----------------------------------------------------
 BW_MBIT = 24.0                  # the paper's baseline throughput; every link, tunnels included
 UDP_RATE = "1M"                 # with 125-byte datagrams: 1,000 a second (the paper's ~25,000/25 s)
 UDP_BYTES = 125
@@ -203,8 +203,9 @@ def migration_run(algorithm: Optional[str], traffic: str, phase_s: float = 5.0,
                 ["ping", "-D", "-n", "-i", str(PING_INTERVAL_S), "-W", "1", h2.IP()],
                 stdout=ping_out, stderr=subprocess.STDOUT, text=True)))
         # iperf3 counts its intervals from its test's start: when h2 sees the connection
-        poll(lambda: f":{IPERF_PORT} " in h2.cmd(f"ss -Htn state established sport = :{IPERF_PORT}"),
-             10, "iperf3 connected", interval=0.01)
+        established = f"ss -Htn state established sport = :{IPERF_PORT}"
+        poll(lambda: f":{IPERF_PORT} " in h2.cmd(established), 10, "iperf3 connected",
+             interval=0.01)
         offset = time.time() - t0
         steps = []
         due = t0 + phase_s

@@ -1,11 +1,11 @@
-"""The phases of a whole-network migration run (sdnmig.vnm_lab.migration_run), and the raw
-samples of one run tagged with them. Pure: the iperf3 JSON and ping output come in as they are,
-so the unit tests check the bookkeeping that experiments/vnm.py and the demo report from.
+"""The phases of a whole-network migration run (sdnmig.vnm_lab.migration_run), and the raw samples
+of one run tagged with them. Pure: the iperf3 JSON and ping output come in as they are, so the
+unit tests check the bookkeeping that experiments/vnm.py and the demo report from.
 
 A phase opens when its command answered (the first at WARMUP_S for throughput: TCP's slow start
-is no phase's) and closes when the next command is issued; a sample taken while a command ran is in the trace
-but in no phase. For RTTs the run is cut coarser: before (until prepare is issued), during, and
-after (once finalize answered).
+is no phase's) and closes when the next command is issued; a sample taken while a command ran is
+in the trace but in no phase. For RTTs the run is cut coarser: before (until prepare is issued),
+during, and after (once finalize answered).
 """
 from __future__ import annotations
 
