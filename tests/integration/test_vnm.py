@@ -3,7 +3,8 @@ t0) with the paper's control app flipping h1-h2's path every second throughout: 
 connected at every step; at most one ping lost per host move and none while preparing or
 finalizing; after ALAP's last host move nothing crosses the tunnel switch; after finalize no rule
 is left in the old network and no tunnel rule in the new one. And the refusals the issue names,
-each changing nothing."""
+each changing nothing; and one run of experiments/vnm.py's harness (every link capped, UDP and
+ping through all five phases)."""
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from typing import Any, Dict, List
 import pytest
 
 from ryu_apps.vnm import core
-from sdnmig import lime_topo, vnm, vnm_lab
+from sdnmig import lime_topo, vnm, vnm_lab, vnm_phases
 from sdnmig.lab import poll
 from sdnmig.lime_lab import flows, lime_op, ping_bg, ping_result, reach_all
 from sdnmig.vnm_lab import INDEX, vnm_op
@@ -144,3 +145,17 @@ def test_vnm_refusals_change_nothing(controllers, mininet):
     refused({"op": "finalize"}, "hosts not moved yet: h2")
     refused({"op": "unplug"}, "unknown VNM command")
     reach_all([h1, h2])
+
+
+def test_a_measured_alap_run_under_udp_load():
+    # experiments/vnm.py's run, once: its own controller and network, every link capped
+    run = vnm_lab.migration_run("alap", "udp", phase_s=5.0)
+    steps = run["steps"]
+    assert [s["command"] for s in steps] == list(vnm_phases.COMMANDS)
+    assert steps[0]["issued_s"] >= 5.0 and all(
+        b["issued_s"] - a["done_s"] >= 5.0 for a, b in zip(steps, steps[1:])), steps
+    assert run["udp"]["packets"] >= 25_000, run["udp"]
+    assert run["udp"]["lost"] <= run["udp"]["packets"] * 0.001, run["udp"]
+    assert run["ping"]["dup"] == 0 and run["ping"]["sent"] >= 1000, run["ping"]
+    phases = {p["phase"] for p in run["pings"]} | {iv["phase"] for iv in run["intervals"]}
+    assert set(vnm_phases.PHASES) <= phases, phases   # every phase has its samples
