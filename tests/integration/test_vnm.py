@@ -152,8 +152,8 @@ def test_a_measured_alap_run_under_udp_load():
     run = vnm_lab.migration_run("alap", "udp", phase_s=5.0)
     steps = run["steps"]
     assert [s["command"] for s in steps] == list(vnm_phases.COMMANDS)
-    assert steps[0]["issued_s"] >= 5.0 and all(
-        b["issued_s"] - a["done_s"] >= 5.0 for a, b in zip(steps, steps[1:])), steps
+    held = [steps[0]["issued_s"]] + [b["issued_s"] - a["done_s"] for a, b in zip(steps, steps[1:])]
+    assert min(held) >= 4.99, held   # 5 s each (the times are rounded to the millisecond)
     assert run["udp"]["packets"] >= 25_000, run["udp"]
     assert run["udp"]["lost"] <= run["udp"]["packets"] * 0.001, run["udp"]
     assert run["ping"]["dup"] == 0 and run["ping"]["sent"] >= 1000, run["ping"]
