@@ -8,13 +8,16 @@ route the tenant's controller messages to it, buffers them, adds and deletes a d
 reserved cookie; the FLOW_REMOVED reaching both instances is the marker: the initial gives the
 switch up, the target flushes its buffer in order and takes over.
 
-What this adds so that no tenant message is lost, duplicated or reordered:
-- Drain before the marker. Tenant messages the initial forwarded travel on another connection
-  than the target's; the switch may run them after the target's flush. So the proxy, when it
-  reroutes, puts DRAIN on the initial's connection behind the last message it forwarded there;
-  the initial sends a barrier after it and answers DRAINED when the barrier reply comes (every
-  earlier reply was relayed up before it). Only then does the proxy tell the target REROUTED, and
-  only then does the target add and delete the dummy flow.
+What this changes and adds so that no tenant message is lost, duplicated or reordered, and the
+hand-over costs one trip less:
+- The initial puts the marker down. Tenant messages the initial forwarded travel on another
+  connection than the target's; the switch may run them after the target's flush. So when the
+  target asks, the proxy routes the tenant to it and puts DRAIN on the initial's connection
+  behind the last message it forwarded there; the initial adds and deletes the dummy flow on its
+  own switch connection, behind everything it forwarded. The switch runs a connection's messages
+  in order, so when the FLOW_REMOVED reaches the target, everything the initial sent has run:
+  the target flushes its buffer. (The paper's target adds the marker itself; here it does so
+  only when the initial is gone: the proxy then tells it REROUTED.)
 - One upward stream. Up to the marker the initial relays the switch's messages, from it on the
   target. The proxy holds what the target relays until the initial's HANDED_OVER (sent when it
   saw the marker, behind everything it relayed before), so the tenant sees one ordered stream.
@@ -22,9 +25,9 @@ What this adds so that no tenant message is lost, duplicated or reordered:
   buffer flushed and a barrier answered). If the target fails or gives up first, the proxy
   RESUMEs the initial and sends it the log: the initial still holds the switch. A target lost
   after COMMITTED has run everything: the initial is resumed without a replay.
-- The initial failing: the proxy takes its loss as DRAINED and HANDED_OVER, so the target
-  completes; what the tenant sends while no instance serves it waits in the log for the next
-  take-over.
+- The initial failing: the proxy takes its loss as HANDED_OVER and tells the target REROUTED,
+  so the target marks and completes; what the tenant sends while no instance serves it waits
+  in the log for the next take-over.
 - Every marker, barrier and control message names its migration: the adapter puts the id in the
   dummy flow's cookie and keeps its barriers' xids, so a marker or reply of another tenant's
   migration on the same switch, or of an aborted one, is never taken for this one's. A control
@@ -50,10 +53,12 @@ Target (one per migration):
 |------------|----------------------------|----------------------------------------------|------------|
 | IDLE       | begin                      | ConnectSwitch                                | CONNECTING |
 | CONNECTING | switch_ready               | ToProxy(TakeOver)                            | ASKING     |
-| ASKING     | Rerouted                   | ToSwitch(MarkAdd), ToSwitch(MarkDelete)      | MARKING    |
 | ASKING,    | a tenant's m               | (buffered)                                   | same       |
 |  MARKING   |                            |                                              |            |
-| MARKING    | marker (its own)           | ToSwitch(each buffered m), ToSwitch(Barrier) | COMMITTING |
+| ASKING     | Rerouted (the initial is   | ToSwitch(MarkAdd), ToSwitch(MarkDelete)      | MARKING    |
+|            |  gone: mark it yourself)   |                                              |            |
+| ASKING,    | marker (its migration's)   | ToSwitch(each buffered m), ToSwitch(Barrier) | COMMITTING |
+|  MARKING   |                            |                                              |            |
 | COMMITTING | its barrier's reply        | ToProxy(Committed)                           | ACTIVE     |
 | COMMITTING,| a tenant's m               | ToSwitch(m)                                  | same       |
 |  ACTIVE    | from_switch(m)             | ToProxy(Upstream(m))                         | same       |
@@ -70,15 +75,13 @@ Initial (per switch and tenant; one migration at a time):
 
 | state      | event                      | effects                                      | next        |
 |------------|----------------------------|----------------------------------------------|-------------|
-| SERVING    | Drain                      | ToSwitch(Barrier)                            | DRAINING    |
-| DRAINING   | its barrier's reply        | ToProxy(Drained)                             | DRAINED     |
+| SERVING    | Drain                      | ToSwitch(MarkAdd), ToSwitch(MarkDelete)      | DRAINED     |
 | DRAINED    | marker (this migration's)  | ToProxy(HandedOver)                          | HANDED_OVER |
 | DRAINED,   | Release                    | StopServing                                  | RELEASED    |
 |  HANDED_OV.|                            |                                              |             |
-| DRAINING,  | Resume                     | - (the migration is over)                    | SERVING     |
-|  DRAINED,  |                            |                                              |             |
+| DRAINED,   | Resume                     | - (the migration is over)                    | SERVING     |
 |  HANDED_OV.|                            |                                              |             |
-| SERVING..  | a tenant's m               | ToSwitch(m)                                  | same        |
+| SERVING,   | a tenant's m               | ToSwitch(m)                                  | same        |
 |  DRAINED   | from_switch(m)             | ToProxy(Upstream(m))                         | same        |
 | HANDED_OV. | from_switch(m)             | (discarded: the target's now)                | same        |
 
@@ -86,30 +89,31 @@ Proxy route (one tenant connection; `serving`: initial, target or none):
 
 | state     | event                         | effects                                       | next      |
 |-----------|-------------------------------|-----------------------------------------------|-----------|
-| DIRECT    | TakeOver (from the target)    | ToInitial(Drain)                              | SWITCHING |
+| DIRECT    | TakeOver (from the target)    | ToInitial(Drain)                              | REROUTED  |
 | DIRECT    | TakeOver, the initial lost    | ToTarget(Rerouted), ToTarget(each logged m)   | REROUTED  |
 |           |                               |   (nothing to drain; handed over)             |           |
 | DIRECT    | a tenant's m                  | To<serving>(m); none: dropped; the initial    | DIRECT    |
 |           |                               |   lost: kept in the log                       |           |
-| SWITCHING,| a tenant's m                  | ToTarget(m), kept in the log until Committed  | same      |
-|  REROUTED |                               |                                               |           |
-| SWITCHING | Drained, or the initial lost  | ToTarget(Rerouted)                            | REROUTED  |
-| SWITCHING | deadline passed               | ToInitial(Resume), ToInitial(each logged m),  | DIRECT    |
-|           |                               |   ToTarget(Abort)                             |           |
+| REROUTED  | a tenant's m                  | ToTarget(m), kept in the log until Committed  | same      |
 | REROUTED  | upstream from the target      | (held until handed over)                      | same      |
 | any       | upstream from the initial     | ToTenant(m) (not once the target serves)      | same      |
-| REROUTED  | HandedOver, or initial lost   | ToTenant(each held m); done if committed      | REROUTED  |
+| REROUTED  | HandedOver                    | ToTenant(each held m); done if committed      | REROUTED  |
+| REROUTED  | the initial lost              | ToTarget(Rerouted) unless committed,          | REROUTED  |
+|           |                               |   ToTenant(each held m); done if committed    |           |
 | REROUTED  | Committed                     | (log dropped); done if handed over            | REROUTED  |
+| REROUTED  | not committed by twice the    | ToInitial(Resume), ToInitial(each logged m),  | DIRECT    |
+|           |  deadline (a hung target)     |   ToTarget(Abort)                             |           |
 | REROUTED  | committed, not handed over by | ToTenant(each held m); the target's words     | REROUTED  |
 |           |  the deadline                 |   pass from now on (late: order across the    |           |
 |           |                               |   two may break; nothing is dropped)          |           |
 | REROUTED  | done                          | ToInitial(Release) (unless lost)              | DIRECT    |
 |           |                               |   (serving: the target)                       |           |
-| SWITCHING,| target lost or Abort, before  | ToInitial(Resume), ToInitial(each logged m);  | DIRECT    |
-|  REROUTED |  Committed                    |   the initial lost too: CloseTenant (none)    |           |
+| REROUTED  | target lost or Abort, before  | ToInitial(Resume), ToInitial(each logged m);  | DIRECT    |
+|           |  Committed                    |   the initial lost too: CloseTenant (none)    |           |
 | REROUTED  | target lost after Committed   | the tenant's m kept; once handed over:        | DIRECT    |
 |           |                               |   ToInitial(Resume), ToInitial(each kept m)   |           |
 |           |                               |   (serving: the initial)                      |           |
+| DIRECT    | the lost initial re-attached  | ToInitial(each logged m) (serving: initial)   | DIRECT    |
 """
 from __future__ import annotations
 
@@ -122,12 +126,11 @@ DEADLINE_S = 5.0
 IDLE, CONNECTING, ASKING, MARKING, COMMITTING, ACTIVE, FAILED = (
     "idle", "connecting", "asking", "marking", "committing", "active", "failed")
 # Initial states
-SERVING, DRAINING, DRAINED, HANDED_OVER, RELEASED = (
-    "serving", "draining", "drained", "handed_over", "released")
+SERVING, DRAINED, HANDED_OVER, RELEASED = "serving", "drained", "handed_over", "released"
 # Route states
-DIRECT, SWITCHING, REROUTED = "direct", "switching", "rerouted"
+DIRECT, REROUTED = "direct", "rerouted"
 
-COMMIT, DRAIN = "commit", "drain"   # barrier kinds
+COMMIT = "commit"   # the barrier kind
 
 
 class ProtocolError(Exception):
@@ -141,9 +144,9 @@ class Control:
 
 
 class TakeOver(Control): pass            # noqa: E701  target -> proxy
-class Drain(Control): pass               # noqa: E701  proxy -> initial
-class Drained(Control): pass             # noqa: E701  initial -> proxy
-class Rerouted(Control): pass            # noqa: E701  proxy -> target
+class Drain(Control): pass               # noqa: E701  proxy -> initial: put the marker down
+class Rerouted(Control): pass            # noqa: E701  proxy -> target: the initial is gone,
+#                                                      put the marker down yourself
 class HandedOver(Control): pass          # noqa: E701  initial -> proxy
 class Committed(Control): pass           # noqa: E701  target -> proxy
 class Release(Control): pass             # noqa: E701  proxy -> initial
@@ -279,7 +282,8 @@ class Target:
         if self.state in (FAILED, ACTIVE) and isinstance(msg, Control):
             return []  # in flight when it gave up (the proxy goes back on its Abort)
         if isinstance(msg, Rerouted):
-            self._in(ASKING, "rerouted")
+            if self.state != ASKING:
+                return []  # it saw the initial's marker first
             self.state = MARKING
             return [ToSwitch(MarkAdd(self.mid)), ToSwitch(MarkDelete(self.mid))]
         if isinstance(msg, Abort):
@@ -296,7 +300,7 @@ class Target:
         raise ProtocolError(f"a tenant's message reached the target in state {self.state}")
 
     def marker(self, mid: str, now: float) -> Effects:
-        if mid != self.mid or self.state != MARKING:
+        if mid != self.mid or self.state not in (ASKING, MARKING):
             return []  # another migration's, or one it no longer waits for
         self.state = COMMITTING
         out: Effects = [ToSwitch(m) for m in self.buffer]
@@ -348,11 +352,11 @@ class Initial:
                 return []
             if self.state != SERVING:
                 raise ProtocolError(f"initial: drain in state {self.state}")
-            self.state = DRAINING
+            self.state = DRAINED
             self.ids.start(msg.mid)
-            return [ToSwitch(Barrier(DRAIN, msg.mid))]
+            return [ToSwitch(MarkAdd(msg.mid)), ToSwitch(MarkDelete(msg.mid))]
         if isinstance(msg, Resume):
-            if self.ids.current(msg) and self.state in (DRAINING, DRAINED, HANDED_OVER):
+            if self.ids.current(msg) and self.state in (DRAINED, HANDED_OVER):
                 self.state = SERVING
                 self.ids.end()
             return []
@@ -371,10 +375,7 @@ class Initial:
         return [ToSwitch(msg)]
 
     def barrier_reply(self, barrier: Barrier, now: float) -> Effects:
-        if self.state == DRAINING and barrier == Barrier(DRAIN, self.ids.mid or ""):
-            self.state = DRAINED
-            return [ToProxy(Drained(barrier.mid))]
-        return []
+        return []  # the initial sends none of its own
 
     def marker(self, mid: str, now: float) -> Effects:
         if self.state != DRAINED or mid != self.ids.mid:
@@ -426,11 +427,11 @@ class Route:
             if self.state != DIRECT or self.serving != "initial":
                 raise ProtocolError(f"proxy: take-over in state {self.state}/{self.serving}")
             self.ids.start(msg.mid)
-            self.state, self.deadline = SWITCHING, now + self.deadline_s
+            self.state, self.deadline = REROUTED, now + 2 * self.deadline_s
             self.held, self.handed, self.committed, self.target_gone = [], False, False, False
             self.late = False
             if self.initial_gone:  # a take-over of a dead instance's tenant: nothing to drain,
-                self.state, self.handed = REROUTED, True   # what the tenant sent meanwhile first
+                self.handed = True   # the target marks; what the tenant sent meanwhile first
                 return [ToTarget(Rerouted(msg.mid))] + [ToTarget(m) for m in self.log]
             self.log = []
             return [ToInitial(Drain(msg.mid))]
@@ -466,9 +467,6 @@ class Route:
             raise ProtocolError(f"proxy: {msg!r} from the initial")
         if not self.ids.current(msg):
             return []
-        if isinstance(msg, Drained) and self.state == SWITCHING:
-            self.state = REROUTED
-            return [ToTarget(Rerouted(msg.mid))]
         if isinstance(msg, HandedOver) and self.state == REROUTED:
             return self._handed()
         raise ProtocolError(f"proxy: {type(msg).__name__} from the initial in {self.state}")
@@ -487,15 +485,25 @@ class Route:
                 return self._back(tell_target=False)
             self.target_gone = True
             return self._maybe_done()
-        if self.state == SWITCHING:
-            self.state = REROUTED
-            return [ToTarget(Rerouted(self.ids.mid or ""))] + self._handed()
-        return self._handed() if not self.handed else []
+        if self.handed:
+            return []
+        # it may have died before putting the marker down: the target puts its own
+        out: Effects = [] if self.committed else [ToTarget(Rerouted(self.ids.mid or ""))]
+        return out + self._handed()
+
+    def reattached(self, now: float) -> Effects:
+        """The instance that served the tenant is back (its proxy link broke and was made
+        again): it serves again, and what the tenant sent meanwhile goes to it first."""
+        if self.state != DIRECT or not self.initial_gone:
+            raise ProtocolError(f"proxy: re-attach in state {self.state}, "
+                                f"the initial {'lost' if self.initial_gone else 'present'}")
+        self.initial_gone, self.serving, log, self.log = False, "initial", self.log, []
+        return [ToInitial(m) for m in log]
 
     def tick(self, now: float) -> Effects:
         if now < self.deadline:
             return []
-        if self.state == SWITCHING:  # the initial never drained: go back
+        if self.state == REROUTED and not self.committed:  # a hung target: go back
             return self._back(tell_target=True)
         if self.state == REROUTED and self.committed and not self.handed and not self.late:
             self.late = True  # the initial is slow to hand over (or never saw the marker): let

@@ -53,6 +53,43 @@ class LinearTopo(SdnTopo):
             last = sw
 
 
+class SlicedTopo(SdnTopo):
+    """The hypervisor's testbed: two tenants' hosts on shared switches.
+
+    One switch: s1 with h1, h2 (ports 1, 2: tenant t1's) and h3, h4 (ports 3, 4: t2's).
+    Two switches: s1 and s2 joined by a trunk on port 3 of each, which both tenants share (each
+    with a VLAN of its own); t1 has h1 (s1 port 1) and h2 (s2 port 1), t2 h3 (s1 port 2) and
+    h4 (s2 port 2). `slices(topo)` gives the matching slice configuration.
+    """
+
+    def build(self, switches: int = 1, prefix: str = "") -> None:
+        self._init(prefix)
+        if switches not in (1, 2):
+            raise ValueError("sliced: 1 or 2 switches")
+        self.switch_count = switches
+        s1 = self.switch("s1", 0x51)
+        if switches == 1:
+            for i in range(1, 5):
+                self.addLink(self.host(f"h{i}"), s1, port2=i)
+            return
+        s2 = self.switch("s2", 0x52)
+        self.addLink(self.host("h1"), s1, port2=1)
+        self.addLink(self.host("h2"), s2, port2=1)
+        self.addLink(self.host("h3"), s1, port2=2)
+        self.addLink(self.host("h4"), s2, port2=2)
+        self.addLink(s1, s2, port1=3, port2=3)
+
+    def slices(self) -> List[Dict[str, Any]]:
+        if self.switch_count == 1:
+            return [{"tenant": "t1", "ports": {"0x51": [1, 2]}},
+                    {"tenant": "t2", "ports": {"0x51": [3, 4]}}]
+        trunks = {"0x51": [3], "0x52": [3]}
+        return [{"tenant": "t1", "ports": {"0x51": [1], "0x52": [1]}, "vlan": 10,
+                 "trunks": trunks},
+                {"tenant": "t2", "ports": {"0x51": [2], "0x52": [2]}, "vlan": 20,
+                 "trunks": trunks}]
+
+
 class TreeTopo(SdnTopo):
     """A complete tree of switches with the given depth and fanout; hosts hang off the leaves."""
 

@@ -129,7 +129,7 @@ class World:
             if a == "p":
                 self.run("T", t.from_proxy(msg, now))
             else:
-                if msg == ("marker", MID) and t.state == m.MARKING:
+                if msg == ("marker", MID) and t.state in (m.ASKING, m.MARKING):
                     self.marked_target = True
                 self.run("T", self.from_switch(t, msg))
 
@@ -300,6 +300,16 @@ def test_without_failures_the_target_takes_over_in_the_papers_order() -> None:
     assert w.target.discarded == 0
 
 
+def test_the_target_flushes_at_the_initials_marker() -> None:
+    t = m.Target(MID)
+    t.begin(0.0)
+    t.switch_ready(0.0)
+    t.from_proxy(("req", 1), 0.1)                       # buffered
+    assert t.marker(MID, 0.2) == [m.ToSwitch(("req", 1)), m.ToSwitch(m.Barrier(m.COMMIT, MID))]
+    assert t.from_proxy(m.Rerouted(MID), 0.3) == []     # late: it has the marker already
+    assert t.state == m.COMMITTING
+
+
 def test_the_target_discards_the_switchs_messages_until_the_marker() -> None:
     t = m.Target(MID)
     t.begin(0.0)
@@ -311,7 +321,7 @@ def test_the_target_discards_the_switchs_messages_until_the_marker() -> None:
     assert t.marker("another tenant's", 0.25) == []     # not this migration's marker
     assert t.marker(MID, 0.3) == [m.ToSwitch(("req", 1)), m.ToSwitch(m.Barrier(m.COMMIT, MID))]
     assert t.from_switch(("pin", 2), 0.3) == [m.ToProxy(m.Upstream(("pin", 2)))]
-    assert t.barrier_reply(m.Barrier(m.DRAIN, MID), 0.35) == []
+    assert t.barrier_reply(m.Barrier(m.COMMIT, "other"), 0.35) == []
     assert t.barrier_reply(m.Barrier(m.COMMIT, MID), 0.4) == [m.ToProxy(m.Committed(MID))]
     assert t.state == m.ACTIVE
 
@@ -328,23 +338,23 @@ def test_a_target_past_its_deadline_gives_up_and_says_so(state: str) -> None:
     assert t.from_proxy(m.Rerouted(MID), 2.1) == []     # in flight when it gave up
 
 
-def test_a_route_whose_initial_never_drains_goes_back_at_its_deadline() -> None:
+def test_a_route_whose_target_never_commits_goes_back_at_twice_its_deadline() -> None:
     r = m.Route(deadline_s=2.0)
     assert r.from_target(m.TakeOver(MID), 0.0) == [m.ToInitial(m.Drain(MID))]
     assert r.from_tenant(("req", 1), 0.5) == [m.ToTarget(("req", 1))]
-    assert r.tick(2.0) == [m.ToTarget(m.Abort(MID)), m.ToInitial(m.Resume(MID)),
+    assert r.tick(3.9) == []     # the target's own deadline comes first
+    assert r.tick(4.0) == [m.ToTarget(m.Abort(MID)), m.ToInitial(m.Resume(MID)),
                            m.ToInitial(("req", 1))]
     assert (r.state, r.serving) == (m.DIRECT, "initial")
-    assert r.from_target(m.Upstream(("pin", 9)), 2.1) == []    # the aborted target's late word
-    assert r.from_initial(m.Drained(MID), 2.2) == []           # the migration is over
+    assert r.from_target(m.Upstream(("pin", 9)), 4.1) == []    # the aborted target's late word
+    assert r.from_initial(m.HandedOver(MID), 4.2) == []        # the migration is over
     with pytest.raises(m.ProtocolError, match="migration 'other'"):
-        r.from_initial(m.Drained("other"), 2.3)
+        r.from_initial(m.HandedOver("other"), 4.3)
 
 
 def test_a_route_lets_the_target_through_when_the_initial_is_late_to_hand_over() -> None:
     r = m.Route(deadline_s=2.0)
     r.from_target(m.TakeOver(MID), 0.0)
-    r.from_initial(m.Drained(MID), 0.1)
     assert r.from_target(m.Upstream(("pin", 2)), 0.2) == []      # held
     r.from_target(m.Committed(MID), 0.3)
     assert r.tick(2.3) == [m.ToTenant(("pin", 2))] and r.late
@@ -356,7 +366,6 @@ def test_a_route_lets_the_target_through_when_the_initial_is_late_to_hand_over()
 def test_a_target_lost_after_committing_resumes_the_initial_without_a_replay() -> None:
     r = m.Route()
     r.from_target(m.TakeOver(MID), 0.0)
-    r.from_initial(m.Drained(MID), 0.1)
     r.from_tenant(("req", 1), 0.2)
     r.from_target(m.Committed(MID), 0.3)
     assert r.lost("target", 0.4) == []
@@ -377,20 +386,29 @@ def test_a_take_over_of_a_dead_initials_tenant_skips_the_drain() -> None:
     assert (r.state, r.serving) == (m.DIRECT, "target")
 
 
+def test_a_re_attached_initial_gets_what_the_tenant_sent_meanwhile_first() -> None:
+    r = m.Route()
+    r.lost("initial", 0.0)
+    assert r.from_tenant(("req", 1), 0.1) == []
+    assert r.reattached(0.2) == [m.ToInitial(("req", 1))]
+    assert r.from_tenant(("req", 2), 0.3) == [m.ToInitial(("req", 2))]
+    with pytest.raises(m.ProtocolError):
+        r.reattached(0.4)                                       # it never left
+
+
 def test_both_instances_lost_closes_the_tenants_connection() -> None:
     r = m.Route()
     r.from_target(m.TakeOver(MID), 0.0)
-    r.from_initial(m.Drained(MID), 0.1)
-    r.lost("initial", 0.2)
+    assert r.lost("initial", 0.2) == [m.ToTarget(m.Rerouted(MID))]   # mark it yourself
     assert r.lost("target", 0.3) == [m.CloseTenant()]
     assert r.serving == "none" and r.from_tenant(("req", 1), 0.4) == []
 
 
 def test_the_initial_ignores_what_is_not_its_migrations() -> None:
     i = m.Initial()
-    assert i.from_proxy(m.Drain(MID), 0.0) == [m.ToSwitch(m.Barrier(m.DRAIN, MID))]
-    assert i.barrier_reply(m.Barrier(m.DRAIN, "old"), 0.1) == []
-    assert i.barrier_reply(m.Barrier(m.DRAIN, MID), 0.1) == [m.ToProxy(m.Drained(MID))]
+    assert i.from_proxy(m.Drain(MID), 0.0) == [m.ToSwitch(m.MarkAdd(MID)),
+                                                m.ToSwitch(m.MarkDelete(MID))]
+    assert i.from_proxy(("req", 1), 0.1) == [m.ToSwitch(("req", 1))]   # a replay's
     assert i.marker("another tenant's", 0.2) == [] and i.state == m.DRAINED
     assert i.marker(MID, 0.3) == [m.ToProxy(m.HandedOver(MID))]
     assert i.from_switch(("pin", 5), 0.4) == [] and i.discarded == 1
@@ -400,15 +418,17 @@ def test_the_initial_ignores_what_is_not_its_migrations() -> None:
 
 
 @pytest.mark.parametrize("who,msg", [
-    ("initial", m.Release(MID)),                 # release before any drain
-    ("target", m.Committed(MID)),                # committed before the reroute
-    ("target", m.Drained(MID)),                  # a message only the initial sends
+    ("initial", m.Release(MID)),                 # release of a migration never begun
+    ("handed", ("req", 1)),                      # a tenant's word after the hand-over
+    ("target", m.HandedOver(MID)),               # a message only the initial sends
 ])
 def test_a_peer_breaking_the_protocol_is_a_protocol_error(who: str, msg: Any) -> None:
     with pytest.raises(m.ProtocolError):
-        if who == "initial":
+        if who in ("initial", "handed"):
             i = m.Initial()
-            i.from_proxy(m.Drain(MID), 0.0)
+            if who == "handed":
+                i.from_proxy(m.Drain(MID), 0.0)
+                i.marker(MID, 0.05)
             i.from_proxy(msg, 0.1)
         else:
             r = m.Route()

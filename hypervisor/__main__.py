@@ -1,0 +1,3 @@
+from hypervisor.process import main
+
+raise SystemExit(main())
