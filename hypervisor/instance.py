@@ -35,7 +35,10 @@ from hypervisor.slicing import MARKER_COOKIE_PREFIX, Refused, Slicer
 from hypervisor.wire import BadMessage, Conn, ofp, parser
 
 LOG = logging.getLogger("hypervisor")
-MARKER_MATCH_ETH_TYPE = 0x88B5      # IEEE local experimental: no tenant traffic to collide with
+#: the dummy flow matches what never arrives (a port number no switch of ours has, a local
+#: experimental EtherType), so no tenant packet can meet it while it exists
+MARKER_IN_PORT = 0xFEFF
+MARKER_MATCH_ETH_TYPE = 0x88B5
 MARKER_COOKIE_MASK = 0xFFFFFFFF_FFFFFFFF
 NO_REPLY_MEMORY = 65536             # requests without a reply whose error we can still route
 CONTROL_KINDS = {cls.__name__: cls for cls in (
@@ -557,7 +560,8 @@ class Instance:
                 command=ofp.OFPFC_ADD if add else ofp.OFPFC_DELETE_STRICT, priority=0,
                 out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                 flags=ofp.OFPFF_SEND_FLOW_REM if add else 0,
-                match=parser.OFPMatch(eth_type=MARKER_MATCH_ETH_TYPE), instructions=[]),
+                match=parser.OFPMatch(in_port=MARKER_IN_PORT, eth_type=MARKER_MATCH_ETH_TYPE),
+                instructions=[]),
                 link.next_xid()))
         else:
             vs.stats["to_switch"] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -29,6 +30,9 @@ CONTROL_EXPERIMENTER = 0xFF5D4E19
 #: the most hellos a peer may send: after the first, every one is a protocol error
 MAX_HELLOS = 1
 DESC = compat.protocol(VERSION)
+# The platform's parser logs a traceback for every message it cannot decode (it was written for
+# switches that do not lie); `decode` reports each as a BadMessage its caller logs in one line.
+logging.getLogger(f"{compat.PLATFORM}.ofproto.ofproto_parser").setLevel(logging.CRITICAL)
 
 
 class BadMessage(Exception):
