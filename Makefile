@@ -34,7 +34,7 @@ demo: install
 
 # Every experiment in full (each also takes --quick).
 bench: install ryu-env
-	@set -e; for x in experiments/ofbench.py experiments/pingall.py experiments/meta_migration.py experiments/client_costs.py experiments/lime.py experiments/vnm.py; do echo "== $$x =="; $(PY) $$x --out results; done
+	@set -e; for x in experiments/ofbench.py experiments/pingall.py experiments/meta_migration.py experiments/client_costs.py experiments/lime.py experiments/vnm.py experiments/cpm.py; do echo "== $$x =="; $(PY) $$x --out results; done
 
 clean-venvs:
 	rm -rf .venv .venv-ryu

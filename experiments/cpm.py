@@ -77,6 +77,8 @@ async def _one(gen: Generator, stack: Optional[Stack], rate: float, seconds: flo
             raise RuntimeError(f"the migration did not complete: {migration}")
     summary = cpm_stats.summarize_run(rate, seconds, samples["sent_s"], samples["latency_ms"],
                                       first)
+    if stack is not None and first is None:  # the hand-over fell between two requests:
+        summary.update(affected=0, affected_pct=0.0)   # none was routed to the target early
     events = {k: round(v - run.start, 6) for k, v in run.events.items()}
     return {"summary": summary, "migration": migration, "events": events, "samples": samples}
 

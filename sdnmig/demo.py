@@ -3,7 +3,9 @@
 First two controller instances (c1 MASTER of every switch, c2 SLAVE), the Redis-backed learning
 app, a linear network of userspace OVS bridges, pings, and where the state ended up; then
 ERC and Meta-Migration (`demo_meta`); then LIME (`demo_lime`); then a whole network moved by
-Tunnel ALAP under TCP load (`demo_vnm`). Later capabilities add their own scripted step here.
+Tunnel ALAP under TCP load (`demo_vnm`); then the control path of a sliced switch moved between
+two hypervisor instances while the tenants ping (`demo_hv`). Later capabilities add their own
+scripted step here.
 Everything it starts it stops, also on errors.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import redis
 
 from ryu_apps.learning.store import macs_key, stats_key
 from sdnmig import lab, ovs
+from sdnmig.demo_hv import hv_tour
 from sdnmig.demo_lime import lime_tour
 from sdnmig.demo_meta import meta_tour
 from sdnmig.demo_vnm import vnm_tour
@@ -155,6 +158,9 @@ def main(argv: Any = None) -> int:
         ok = lime_tour(args.out)["ok"] and ok
         print("\n== Tunnel ALAP: a whole network moved to another while h1 sends TCP to h2 ==")
         ok = vnm_tour(args.out)["ok"] and ok
+        print("\n== Hypervisor: a sliced switch's control path moved between instances while "
+              "tenants ping ==")
+        ok = hv_tour(args.out)["ok"] and ok
         print(f"== demo {'passed' if ok else 'FAILED'} in {time.monotonic() - start:.1f} s ==")
         return 0 if ok else 1
     except SdnmigError as e:

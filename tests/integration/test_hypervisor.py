@@ -18,38 +18,11 @@ import pytest
 from hypervisor import wire
 from hypervisor.manage import Manager
 from hypervisor.wire import ofp, parser
-from sdnmig.instances import free_ports
+from sdnmig.hv_lab import Deployment, deploy
 from sdnmig.lab import disable_ipv6, poll, unique_prefix
 from topologies.testbeds import SlicedTopo
 
 PY = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
-
-
-class Deployment:
-    def __init__(self, net: Any, manager: Manager, topo: SlicedTopo, tenants: Dict[str, Any],
-                 ports: Dict[str, int]) -> None:
-        self.net, self.m, self.topo, self.tenants, self.ports = net, manager, topo, tenants, ports
-
-    def host(self, name: str) -> Any:
-        return self.net.get(self.topo.prefix + name)
-
-    def bridge(self, name: str = "s1") -> str:
-        return self.topo.prefix + name
-
-    def ping(self, a: str, b: str, count: int = 3) -> int:
-        """How many of `count` pings got an answer."""
-        out = self.host(a).cmd(f"ping -c {count} -i 0.2 -W 1 {self.host(b).IP()}")
-        for line in out.splitlines():
-            if "received" in line:
-                return int(line.split(",")[1].split()[0])
-        return 0
-
-    def proxy(self) -> Dict[str, Any]:
-        return self.m.status()["proxy"]["status"]
-
-    def served_by(self) -> Dict[Tuple[str, str], Any]:
-        return {(t["switch"], t["tenant"]): t["served_by"]
-                for t in self.proxy().get("tenancies", [])}
 
 
 @pytest.fixture
@@ -63,43 +36,14 @@ def deployment(controllers: Any, mininet: Any, tmp_path: Path) -> Iterator[Any]:
         topo = SlicedTopo(switches=switches, prefix=unique_prefix())
         net = mininet(topo, [])
         disable_ipv6(net)
-        m = Manager(tmp_path / "hv")
-        base = 21000 + os.getpid() % 15000
-        names = ["proxy", "hv1", "hv2"] + [f"passive{i}" for i in range(switches)]
-        ports = dict(zip(names, free_ports(len(names), base)))
-        m.configure(topo.slices(), {"t1": t1_addr or f"127.0.0.1:{t1.of_port}",
-                                    "t2": f"127.0.0.1:{t2.of_port}"})
-        m.proxy_start(f"127.0.0.1:{ports['proxy']}")
-        for i, sw in enumerate(topo.switches()):
-            m.switch_add(sw, ports[f"passive{i}"])
-        m.start("hv1", ports["hv1"])
-        m.start("hv2", ports["hv2"])
-        for sw in topo.switches():
-            m.assign(sw, "hv1")
-        d = Deployment(net, m, topo, {"t1": t1, "t2": t2}, ports)
+        d = deploy(net, topo, tmp_path / "hv",
+                   {"t1": t1_addr or f"127.0.0.1:{t1.of_port}", "t2": f"127.0.0.1:{t2.of_port}"},
+                   wait_tenants=switches if t1_addr else None)
         made.append(d)
-        if not t1_addr:
-            poll(lambda: len([t for t in d.proxy().get("tenancies", [])
-                              if t["tenant_connected"]]) == 2 * switches, 20,
-                 "both tenants' controllers connected through the proxy")
         return d
 
     yield make
-    problems = []
-    for d in made:
-        for name in ("hv1", "hv2"):
-            try:
-                d.m.stop(name)
-            except Exception as exc:  # noqa: BLE001  every part is stopped
-                problems.append(f"stop {name}: {exc}")
-        try:
-            d.m.proxy_stop()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"proxy stop: {exc}")
-        for log in sorted(d.m.root.glob("*.log")):
-            text = log.read_text(errors="replace")
-            problems += [f"{log.name}: {ln}" for ln in text.splitlines()
-                         if "Traceback" in ln or "task failed" in ln]
+    problems = [p for d in made for p in d.teardown()]
     assert not problems, "\n".join(problems)
 
 
@@ -414,10 +358,6 @@ def _pid(d: Deployment, name: str) -> int:
     return d.m.read().instances[name].pid
 
 
-def _route(d: Deployment) -> List[str]:
-    return [t["route"] for t in d.proxy().get("tenancies", [])]
-
-
 def _migrate_in_background(d: Deployment, to: str) -> Tuple[Any, Dict[str, Any]]:
     import threading
     result: Dict[str, Any] = {}
@@ -439,13 +379,13 @@ def test_the_target_dying_mid_migration_leaves_the_initial_serving(deployment: A
     os.kill(_pid(d, "hv1"), signal.SIGSTOP)     # the initial cannot put its marker down yet
     try:
         thread, result = _migrate_in_background(d, "hv2")
-        poll(lambda: _route(d) == ["rerouted", "rerouted"], 10, "the target asking the proxy")
+        poll(lambda: d.routes() == ["rerouted", "rerouted"], 10, "the target asking the proxy")
         os.kill(_pid(d, "hv2"), signal.SIGKILL)
     finally:
         os.kill(_pid(d, "hv1"), signal.SIGCONT)
     thread.join(30)
     assert not result.get("set_controller"), result
-    poll(lambda: _route(d) == ["direct", "direct"], 10, "the proxy going back")
+    poll(lambda: d.routes() == ["direct", "direct"], 10, "the proxy going back")
     assert d.served_by() == {("0x51", "t1"): "hv1", ("0x51", "t2"): "hv1"}
     _pings_within_slices(d, [("h2", "h1"), ("h4", "h3")])
     ctl = d.net.get(d.bridge()).vsctl("get-controller", d.bridge())
@@ -458,7 +398,7 @@ def test_the_initial_dying_mid_migration_lets_the_target_complete(deployment: An
     _pings_within_slices(d, [("h1", "h2"), ("h3", "h4")])
     os.kill(_pid(d, "hv1"), signal.SIGSTOP)
     thread, result = _migrate_in_background(d, "hv2")
-    poll(lambda: _route(d) == ["rerouted", "rerouted"], 10, "the target asking the proxy")
+    poll(lambda: d.routes() == ["rerouted", "rerouted"], 10, "the target asking the proxy")
     os.kill(_pid(d, "hv1"), signal.SIGKILL)
     thread.join(30)
     assert result.get("set_controller") and set(result["tenants"].values()) == {"active"}, result
