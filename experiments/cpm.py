@@ -73,10 +73,12 @@ async def _one(gen: Generator, stack: Optional[Stack], rate: float, seconds: flo
         migration["proxy"] = last
         xid = last.get("first_to_target_xid")
         first = xid - XID_BASE if xid is not None else None
+        before = last.get("last_to_initial_xid")
+        last_initial = before - XID_BASE if before is not None else None
         if not migration.get("set_controller"):
             raise RuntimeError(f"the migration did not complete: {migration}")
     summary = cpm_stats.summarize_run(rate, seconds, samples["sent_s"], samples["latency_ms"],
-                                      first)
+                                      first, last_initial if stack is not None else None)
     if stack is not None and first is None:  # the hand-over fell between two requests:
         summary.update(affected=0, affected_pct=0.0)   # none was routed to the target early
     events = {k: round(v - run.start, 6) for k, v in run.events.items()}
@@ -249,7 +251,21 @@ def main(argv: Any = None) -> int:
     p.add_argument("--rates", type=int, nargs="+", help=f"requests per second {RATES}")
     p.add_argument("--settings", nargs="+", choices=["direct", "plain", "delayed"])
     p.add_argument("--keep", action="store_true", help="keep the processes' logs")
-    return asyncio.run(amain(p.parse_args(argv)))
+    return asyncio.run(_cancellable(amain(p.parse_args(argv))))
+
+
+async def _cancellable(coro: Any) -> int:
+    """SIGINT or SIGTERM cancels the run, so its processes and bridge are stopped."""
+    import signal
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        print("cpm: interrupted; what was started is stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

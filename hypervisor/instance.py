@@ -63,6 +63,13 @@ def cookie_mid(cookie: int) -> Optional[str]:
     return f"{cookie & 0xFFFF_FFFFFFFF:012x}"
 
 
+def marker_match(mid: str) -> Any:
+    """One match per migration: markers of two migrations on one switch never replace each
+    other (an ADD of an identical match and priority would, without a FLOW_REMOVED)."""
+    return parser.OFPMatch(in_port=MARKER_IN_PORT, eth_type=MARKER_MATCH_ETH_TYPE,
+                           metadata=int(mid, 16))
+
+
 def new_mid() -> str:
     return f"{int.from_bytes(os.urandom(6), 'big'):012x}"
 
@@ -221,6 +228,8 @@ class Instance:
             return
         self.links[link.dpid] = link
         for tenant in self.slicer.tenants_on(link.dpid):
+            if (link.dpid, tenant) in self.vswitches:
+                continue  # a take-over of it is under way on a passive connection
             vs = VSwitch(link.dpid, tenant, mig.Initial(), link=link)
             self.vswitches[(link.dpid, tenant)] = vs
             link.vswitches[tenant] = vs
@@ -264,6 +273,9 @@ class Instance:
             return
         finally:
             self.connecting.pop(dpid, None)
+        if not self._waiting(dpid):  # every take-over that wanted it gave up meanwhile
+            conn.close()
+            return
         self.links[dpid] = link
         self.released.discard(dpid)
         for vs in self._waiting(dpid):
@@ -291,8 +303,9 @@ class Instance:
                         self.cfg.name, link.dpid, exc)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
-        link.conn.close()
-        self._switch_lost(link)
+        finally:  # a bug (logged by _guard) must not leave a dead link in place either
+            link.conn.close()
+            self._switch_lost(link)
 
     def _switch_lost(self, link: SwitchLink) -> None:
         now = self.clock()
@@ -434,8 +447,11 @@ class Instance:
                 await conn.handshake()
             except (OSError, BadMessage, asyncio.IncompleteReadError,
                     asyncio.TimeoutError) as exc:
-                if mode != "serve":
-                    self._run(vs, vs.machine.lost("proxy", self.clock()))
+                if mode != "serve":  # a take-over that never reached the proxy: nothing
+                    LOG.warning("%s: %s@%016x: proxy not reachable: %s", self.cfg.name,
+                                vs.tenant, vs.dpid, exc)   # began
+                    vs.machine.state = mig.FAILED
+                    self._drop_vswitch(vs)
                     return
                 LOG.info("%s: proxy not reachable (%s); retrying", self.cfg.name, exc)
                 await asyncio.sleep(0.5)
@@ -469,16 +485,24 @@ class Instance:
                         msg = bytes.fromhex(text)
                         self._virtual(vs, msg, wire.header(msg)[1], 0, silent=True)
                     continue
+                if ctl.kind == "Refused":  # someone else serves the tenant now: stop
+                    LOG.warning("%s: the proxy refused %s@%016x: %s", self.cfg.name,
+                                vs.tenant, vs.dpid, ctl.body.get("reason"))
+                    vs.machine.state = (mig.RELEASED if isinstance(vs.machine, mig.Initial)
+                                        else mig.FAILED)
+                    self._stop_serving(vs)
+                    break
                 cls = CONTROL_KINDS.get(ctl.kind)
                 if cls is None:
                     raise BadMessage(f"unknown control message {ctl.kind!r}", raw, fatal=True)
                 self._run(vs, vs.machine.from_proxy(cls(str(ctl.body.get("mid", ""))), now))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
-        except (BadMessage, mig.ProtocolError) as exc:
+        except (BadMessage, mig.ProtocolError, ValueError) as exc:
             LOG.warning("%s: proxy link of %s@%016x: %s: closed", self.cfg.name, vs.tenant,
                         vs.dpid, exc)
-        conn.close()
+        finally:
+            conn.close()
         if vs.proxy is conn:
             vs.proxy = None
             if isinstance(vs.machine, mig.Target) and vs.machine.state != mig.ACTIVE:
@@ -508,7 +532,8 @@ class Instance:
                 raise AssertionError(f"unexpected effect {eff!r}")
         machine = vs.machine
         if isinstance(machine, mig.Target) and machine.state == mig.ACTIVE:
-            vs.machine = mig.Initial()  # it serves now: the next migration finds it serving
+            vs.machine = mig.Initial()  # it serves now: the next migration finds it serving,
+            vs.machine.ids.past.add(machine.mid)   # and a late word of this one is ignored
             LOG.info("%s: took over %s@%016x", self.cfg.name, vs.tenant, vs.dpid)
             if vs.done is not None and not vs.done.done():
                 vs.done.set_result(mig.ACTIVE)
@@ -534,7 +559,8 @@ class Instance:
             return
         # no tenant left on this switch: a passive connection is closed; an active one would
         # only come back to us, so it stays, quiet, until the switch is told to use the target
-        self.released.add(link.dpid)
+        if isinstance(vs.machine, mig.Initial):  # handed over (not a take-over that failed)
+            self.released.add(link.dpid)
         standby, link.standby = link.standby, None
         for each in (link, standby):
             if each is None:
@@ -560,8 +586,7 @@ class Instance:
                 command=ofp.OFPFC_ADD if add else ofp.OFPFC_DELETE_STRICT, priority=0,
                 out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                 flags=ofp.OFPFF_SEND_FLOW_REM if add else 0,
-                match=parser.OFPMatch(in_port=MARKER_IN_PORT, eth_type=MARKER_MATCH_ETH_TYPE),
-                instructions=[]),
+                match=marker_match(msg.mid), instructions=[]),
                 link.next_xid()))
         else:
             vs.stats["to_switch"] += 1
@@ -606,6 +631,11 @@ class Instance:
             vs.stats["refused"] += 1
             LOG.info("%s: %s@%016x: malformed (%s)", self.cfg.name, vs.tenant, vs.dpid, exc)
             self._up(vs, wire.error(exc.etype, exc.code, txid, raw))
+        except Exception:  # noqa: BLE001  our bug: said loudly; the tenant gets an error
+            LOG.exception("%s: %s@%016x: a request of type %d failed", self.cfg.name,
+                          vs.tenant, vs.dpid, msg_type)
+            self.errors.append(f"request of type {msg_type} failed")
+            self._up(vs, wire.error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_EPERM, txid, raw))
 
     def _forward(self, vs: VSwitch, link: SwitchLink, raw: bytes, txid: int, kind: int,
                  reply: bool) -> None:

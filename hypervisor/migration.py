@@ -347,9 +347,9 @@ class Initial:
     discarded: int = 0
 
     def from_proxy(self, msg: Any, now: float) -> Effects:
+        if isinstance(msg, Control) and msg.mid in self.ids.past:
+            return []  # late: of a migration that is over (or that it took over as the target)
         if isinstance(msg, Drain):
-            if msg.mid in self.ids.past:
-                return []
             if self.state != SERVING:
                 raise ProtocolError(f"initial: drain in state {self.state}")
             self.state = DRAINED

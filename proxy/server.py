@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Tenancy:
     last_migration: Dict[str, Any] = field(default_factory=dict)
     last_to_initial_xid: Optional[int] = None
     switching: bool = False       # a TakeOver came: the route's return to DIRECT ends it
+    tenant_task: Optional[asyncio.Task] = None   # the one loop keeping the tenant connected
     stats: Dict[str, int] = field(default_factory=lambda: dict(
         from_tenant=0, to_tenant=0, migrations=0, aborted=0, tenant_connects=0))
 
@@ -126,6 +128,9 @@ class Proxy:
         except (BadMessage, ValueError, KeyError, TypeError, asyncio.IncompleteReadError,
                 asyncio.TimeoutError, OSError) as exc:
             LOG.warning("proxy: an instance link was refused: %s", exc)
+            if isinstance(exc, ValueError):   # it should stop trying: someone else serves
+                conn.send(wire.control("Refused", reason=str(exc)))
+                await conn.drain()
             conn.close()
             return
         try:
@@ -150,7 +155,7 @@ class Proxy:
                 ten = Tenancy(dpid, tenant, (host, int(port)), mig.Route(self.deadline_s))
                 self.tenancies[key] = ten
                 ten.initial = conn
-                self._spawn(self._tenant(ten))
+                self._keep_tenant(ten)
             elif ten.initial is None and ten.route.state == mig.DIRECT and (
                     ten.route.initial_gone or ten.route.serving == "none"):
                 ten.initial = conn
@@ -159,9 +164,9 @@ class Proxy:
                     effects: List[Any] = []
                 else:
                     effects = ten.route.reattached(self.clock())
-                if ten.closed:
-                    ten.closed = False
-                    self._spawn(self._tenant(ten))
+                ten.closed = False
+                self._keep_tenant(ten)
+                self._session_to(ten, conn)  # its new virtual switch, set as the tenant set it
                 self._run(ten, effects)
             else:
                 raise ValueError(f"{tenant}@{dpid:#x} is served already (by "
@@ -173,8 +178,6 @@ class Proxy:
                 raise ValueError(f"{tenant}@{dpid:#x}: " + (
                     "unknown tenancy" if ten is None else "a take-over is under way"))
             ten.target = conn
-            session = [raw.hex() for raw in ten.session.values()]
-            conn.send(wire.control("Session", msgs=session))
             return ten, "target"
         raise ValueError(f"unknown attach mode {mode!r}")
 
@@ -192,6 +195,7 @@ class Proxy:
             self._run(ten, ten.route.from_initial(msg, now))
         elif conn is ten.target:
             if isinstance(msg, mig.TakeOver):
+                self._session_to(ten, conn)   # the tenant's settings as of now, first
                 ten.stats["migrations"] += 1
                 ten.switching = True
                 ten.last_migration = {"by": conn.name, "mid": msg.mid,
@@ -255,7 +259,14 @@ class Proxy:
             ten.target.close()
             ten.target = None
 
+    def _session_to(self, ten: Tenancy, conn: Conn) -> None:
+        conn.send(wire.control("Session", msgs=[raw.hex() for raw in ten.session.values()]))
+
     # -- the tenant's controller ------------------------------------------------------------------------
+    def _keep_tenant(self, ten: Tenancy) -> None:
+        if ten.tenant_task is None or ten.tenant_task.done():
+            ten.tenant_task = self._spawn(self._tenant(ten))
+
     async def _tenant(self, ten: Tenancy) -> None:
         """Keep a connection to the tenant's controller while someone serves the tenancy."""
         host, port = ten.controller
@@ -273,7 +284,8 @@ class Proxy:
             ten.stats["tenant_connects"] += 1
             LOG.info("proxy: %s: connected to its controller %s:%d", ten.key, host, port)
             await self._read_tenant(ten, conn)
-            ten.tenant_conn = None
+            if ten.tenant_conn is conn:
+                ten.tenant_conn = None
             conn.close()
             await asyncio.sleep(0.2)
 
@@ -296,7 +308,14 @@ class Proxy:
                         raise BadMessage(f"{hellos} HELLOs after the handshake", raw,
                                          fatal=True)
                     continue
-                if msg_type in SESSION_TYPES:
+                if msg_type == ofp.OFPT_EXPERIMENTER and len(raw) >= 12 and struct.unpack_from(
+                        "!I", raw, 8)[0] == wire.CONTROL_EXPERIMENTER:
+                    conn.send(wire.error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXPERIMENTER,
+                                         xid, raw))   # a tenant forging the protocol's words
+                    continue
+                if msg_type in SESSION_TYPES and not (
+                        msg_type == ofp.OFPT_ROLE_REQUEST and len(raw) >= 12
+                        and struct.unpack_from("!I", raw, 8)[0] == ofp.OFPCR_ROLE_NOCHANGE):
                     ten.session[msg_type] = raw
                 ten.stats["from_tenant"] += 1
                 self._run(ten, ten.route.from_tenant(raw, self.clock()))

@@ -4,8 +4,9 @@ hypervisor proxy) has connected it sends FEATURES_REQUEST on an absolute schedul
 reply by its xid.
 
 Requests go out in due order on a 1 ms tick: a late wake-up sends what fell due meanwhile
-rather than stretching every later gap, so the offered rate holds and lateness shows as latency
-(each request's time is when it was written, not when it was due).
+rather than stretching every later gap, so the offered rate holds on average. Each request's
+time is when it was written (the generator's own lateness is not the path's latency); a
+generator that cannot keep up shows as a longer sending span, which the achieved rate counts.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hypervisor import wire
 from hypervisor.wire import Conn, ofp, parser
 
 XID_BASE = 0x10000000  # the generator's xids: XID_BASE + request index
+PROBE_XID_BASE = 0x70000000  # a probe's, so a late probe reply is never taken for a request's
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Generator:
                 raw = await conn.recv()
                 msg_type, xid = raw[1], wire.header(raw)[3]
                 if msg_type == ofp.OFPT_FEATURES_REPLY and self.run is not None:
-                    index = xid - XID_BASE
+                    index = xid - (XID_BASE if self.run.seconds else PROBE_XID_BASE)
                     if 0 <= index < len(self.run.sent) and index not in self.run.replied:
                         self.run.replied[index] = loop.time()
                 elif msg_type == ofp.OFPT_ECHO_REQUEST:
@@ -97,7 +99,7 @@ class Generator:
             await asyncio.wait_for(self.connected.wait(), deadline - loop.time())
             index = len(run.sent)
             run.sent.append(loop.time())
-            self.conn.send(wire.with_xid(_TEMPLATE, XID_BASE + index))
+            self.conn.send(wire.with_xid(_TEMPLATE, PROBE_XID_BASE + index))
             while loop.time() < min(deadline, run.sent[-1] + 0.5):
                 if index in run.replied:
                     return (run.replied[index] - run.sent[index]) * 1000.0

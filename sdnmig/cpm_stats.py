@@ -2,12 +2,13 @@
 
 Definitions (issue 6, after the paper):
 - a request is lost when no reply came within LOST_AFTER_S (1 s);
-- the achieved rate is the requests answered in time per second of the run; a rate counts only
-  if it is at least 95 % of the offered one;
+- the achieved rate is the requests answered in time per second of sending (first request to
+  last, plus one gap: a generator that cannot keep up takes longer than the run); a rate counts
+  only if it is at least 95 % of the offered one;
 - affected requests are those from the last request the initial instance handled to the first
   reply from the target: the first request the proxy routed to the target is that reply's
-  request (the target flushes its buffer in order), so the affected ones are the requests sent
-  from that one's sending until its reply arrived;
+  request (the target flushes its buffer in order), so the affected ones are the last one the
+  initial got and those sent after it until that reply arrived;
 - the peak latency is the run's maximum, averaged over runs by the caller.
 """
 from __future__ import annotations
@@ -21,15 +22,18 @@ ACHIEVED_SHARE = 0.95
 
 def summarize_run(rate: float, seconds: float, sent: Sequence[float],
                   latency_ms: Sequence[Optional[float]],
-                  first_to_target: Optional[int] = None) -> Dict[str, Any]:
+                  first_to_target: Optional[int] = None,
+                  last_to_initial: Optional[int] = None) -> Dict[str, Any]:
     """`sent`: each request's send time (s from the run's start); `latency_ms`: its reply's
-    latency or None; `first_to_target`: the index of the first request the target got."""
+    latency or None; `first_to_target`: the index of the first request the target got;
+    `last_to_initial`: of the last one the initial got (default: the one before)."""
     answered = [x for x in latency_ms if x is not None and x <= LOST_AFTER_S * 1000.0]
     lost = len(latency_ms) - len(answered)
-    achieved = len(answered) / seconds if seconds > 0 else 0.0
+    span = (sent[-1] - sent[0] + 1.0 / rate) if sent and rate > 0 else seconds
+    achieved = len(answered) / span if span > 0 else 0.0
     out: Dict[str, Any] = {
         "offered_rate": rate, "requests": len(latency_ms), "lost": lost,
-        "achieved_rate": round(achieved, 2),
+        "achieved_rate": round(achieved, 2), "send_span_s": round(span, 4),
         "rate_held": achieved >= ACHIEVED_SHARE * rate,
         "median_ms": _r(statistics.median(answered)) if answered else None,
         "p99_ms": _r(_pct(sorted(answered), 99)) if answered else None,
@@ -39,7 +43,9 @@ def summarize_run(rate: float, seconds: float, sent: Sequence[float],
     if first_to_target is not None and 0 <= first_to_target < len(sent):
         lat = latency_ms[first_to_target]
         until = sent[first_to_target] + (lat / 1000.0 if lat is not None else LOST_AFTER_S)
-        affected = sum(1 for t in sent[first_to_target:] if t <= until)
+        start = first_to_target - 1 if last_to_initial is None else last_to_initial
+        start = max(0, min(start, first_to_target))
+        affected = sum(1 for t in sent[start:] if t <= until)
         out["affected"] = affected
         out["affected_pct"] = _r(100.0 * affected / len(sent), 4)
     return out

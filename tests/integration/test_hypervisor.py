@@ -420,5 +420,9 @@ def test_a_proxy_restart_lets_the_tenants_reconnect_and_carry_on(deployment: Any
     _pings_within_slices(d, [("h2", "h1"), ("h4", "h3")])
     assert d.served_by() == {("0x51", "t1"): "hv1", ("0x51", "t2"): "hv1"}
     # the management's own state survives it too: a new manager on the same directory
-    again = Manager(d.m.root).status()
-    assert set(again["instances"]) == {"hv1", "hv2"} and again["proxy"]["alive"], again
+    again = Manager(d.m.root)
+    status = again.status()
+    assert set(status["instances"]) == {"hv1", "hv2"} and status["proxy"]["alive"], status
+    # and the instances are found by their zeroconf adverts, this deployment's only
+    poll(lambda: {a["name"] for a in again.discover(3.0)["adverts"] if a["alive"]}
+         >= {"hv1", "hv2"}, 20, "hv1 and hv2 advertised")

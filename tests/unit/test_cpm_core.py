@@ -434,3 +434,12 @@ def test_a_peer_breaking_the_protocol_is_a_protocol_error(who: str, msg: Any) ->
             r = m.Route()
             r.from_target(m.TakeOver(MID), 0.0)
             r.from_target(msg, 0.1)
+
+
+def test_a_target_turned_server_ignores_its_take_overs_late_words() -> None:
+    """The adapter replaces an ACTIVE target by a serving Initial that remembers the
+    migration: a Rerouted or Abort still in flight must not break the new serving link."""
+    i = m.Initial()
+    i.ids.past.add(MID)
+    assert i.from_proxy(m.Rerouted(MID), 0.0) == [] and i.from_proxy(m.Abort(MID), 0.1) == []
+    assert i.state == m.SERVING and i.from_proxy(("req", 1), 0.2) == [m.ToSwitch(("req", 1))]

@@ -98,12 +98,20 @@ def test_a_run_counts_late_replies_as_lost_and_holds_its_rate_within_5_percent()
     assert s["rate_held"] and s["peak_ms"] == 1.0
 
 
-def test_affected_requests_run_from_the_first_one_the_target_got_to_its_reply() -> None:
+def test_affected_requests_run_from_the_initials_last_to_the_targets_first_reply() -> None:
     sent = [i / 1000 for i in range(1000)]
     lat = [0.5] * 500 + [45.0 - i for i in range(45)] + [0.5] * 455
     s = cpm_stats.summarize_run(1000, 1.0, sent, lat, first_to_target=500)
-    assert s["affected"] == 46      # sent at 500..545 ms, the reply of #500 at 545 ms
-    assert s["peak_ms"] == 45.0
+    assert s["affected"] == 47      # #499 (the initial's last), then 500..545 ms: the reply
+    assert s["peak_ms"] == 45.0     # of #500 came at 545 ms
+    s = cpm_stats.summarize_run(1000, 1.0, sent, lat, first_to_target=500, last_to_initial=497)
+    assert s["affected"] == 49      # the proxy knows better: #497 was the initial's last
+
+
+def test_a_generator_that_cannot_keep_up_does_not_hold_its_rate() -> None:
+    sent = [i / 500 for i in range(1000)]          # 1000 requests "at 1000/s" took 2 s
+    s = cpm_stats.summarize_run(1000, 1.0, sent, [1.0] * 1000)
+    assert s["lost"] == 0 and not s["rate_held"] and s["achieved_rate"] < 501
 
 
 def test_the_highest_rate_without_loss_stops_at_the_first_failing_rate() -> None:
