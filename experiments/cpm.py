@@ -15,8 +15,10 @@ the last one moved to. Settings:
   (the baseline for the path's added latency).
 
 Full run: 40 runs of 40 s per rate and setting (as the paper; `--runs`, `--seconds` to change);
-`--quick`: 2 runs of 6 s. Per-request samples go into the JSON (send offset and latency,
-rounded to the microsecond; None = no reply within 1 s). Plots: latency over time for one run at
+`--quick`: 2 runs of 6 s. Per-request samples (send offset and latency in microseconds; None =
+no reply within 1 s) go into `cpm.samples.json.gz` beside `cpm.json`, which names it: at
+10,000 requests a second they are millions (166 MB of plain JSON for 3 runs a rate), too many
+for the summary file; `cpm.json` keeps each run's summary and its latency in 100 ms buckets. Plots: latency over time for one run at
 100, 500 and 1000/s with the migration marked (Fig. 5), and per rate the mean peak latency,
 the affected share and the losses (Fig. 6). Definitions: `sdnmig.cpm_stats`.
 
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import json
 import shutil
 import sys
 import tempfile
@@ -52,8 +56,8 @@ PAPER = {"peak_ms_1000_delayed": 57.0, "affected_1000": 45}
 
 def _samples(run: Any) -> Dict[str, List[Any]]:
     t0 = run.start
-    return {"sent_s": [round(t - t0, 6) for t in run.sent],
-            "latency_ms": [None if x is None else round(x, 3) for x in run.latencies_ms()]}
+    return {"sent_us": [round((t - t0) * 1e6) for t in run.sent],
+            "latency_us": [None if x is None else round(x * 1000) for x in run.latencies_ms()]}
 
 
 async def _one(gen: Generator, stack: Optional[Stack], rate: float, seconds: float
@@ -66,6 +70,8 @@ async def _one(gen: Generator, stack: Optional[Stack], rate: float, seconds: flo
     at = ((seconds / 2, "migration", migrate),) if stack is not None else ()
     run = await gen.load(rate, seconds, at=at)
     samples = _samples(run)
+    sent_s = [t / 1e6 for t in samples["sent_us"]]
+    lat_ms = [None if x is None else x / 1000.0 for x in samples["latency_us"]]
     first = None
     if stack is not None:
         proxy = await stack.status("proxy")
@@ -77,12 +83,13 @@ async def _one(gen: Generator, stack: Optional[Stack], rate: float, seconds: flo
         last_initial = before - XID_BASE if before is not None else None
         if not migration.get("set_controller"):
             raise RuntimeError(f"the migration did not complete: {migration}")
-    summary = cpm_stats.summarize_run(rate, seconds, samples["sent_s"], samples["latency_ms"],
+    summary = cpm_stats.summarize_run(rate, seconds, sent_s, lat_ms,
                                       first, last_initial if stack is not None else None)
     if stack is not None and first is None:  # the hand-over fell between two requests:
         summary.update(affected=0, affected_pct=0.0)   # none was routed to the target early
     events = {k: round(v - run.start, 6) for k, v in run.events.items()}
-    return {"summary": summary, "migration": migration, "events": events, "samples": samples}
+    return {"summary": summary, "migration": migration, "events": events,
+            "series": cpm_stats.series(sent_s, lat_ms), "samples": samples}
 
 
 async def _setting(setting: str, rates: Sequence[float], runs: int, seconds: float,
@@ -166,6 +173,17 @@ def headline(summary: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, A
                                           else None)}
 
 
+def _write_samples(path: Path, runs: List[Dict[str, Any]]) -> None:
+    """Every run's per-request samples, gzipped; taken out of the runs kept in cpm.json."""
+    rows = [{"setting": r["setting"], "rate": r["rate"], "run": r["run"],
+             **r.pop("samples")} for r in runs if "samples" in r]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt") as f:
+        json.dump(rows, f, separators=(",", ":"))
+    tmp.replace(path)
+
+
 def plot(path: Path, runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> Optional[Path]:
     plt = common._pyplot()
     if plt is None:
@@ -174,21 +192,21 @@ def plot(path: Path, runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> Opt
     ax = axes[0]
     for rate, color in ((100, "tab:blue"), (500, "tab:orange"), (1000, "tab:green")):
         run = next((r for r in runs if r.get("setting") == "delayed" and r.get("rate") == rate
-                    and "samples" in r), None) or next(
+                    and "series" in r), None) or next(
             (r for r in runs if r.get("setting") == "plain" and r.get("rate") == rate
-             and "samples" in r), None)
+             and "series" in r), None)
         if run is None:
             continue
-        xs = run["samples"]["sent_s"]
-        ys = run["samples"]["latency_ms"]
-        ax.plot([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None],
-                ".", ms=2, color=color, label=f"{rate}/s ({run['setting']})")
-        start = run["events"].get("migration_start")
-        if start is not None:
-            ax.plot([start], [0], "o", color="red", ms=6)
-    ax.set_xlabel("time in run (s)")
-    ax.set_ylabel("FEATURES_REQUEST latency (ms)")
-    ax.set_title("Fig. 5: latency; red dot = migration starts", fontsize=9)
+        start = run["events"].get("migration_start", 0.0)
+        pts = [(t - start, y) for t, y, _n in run["series"] if y is not None
+               and abs(t - start) <= 2.0]
+        ax.plot([t for t, _y in pts], [y for _t, y in pts], ".-", ms=3, lw=0.7, color=color,
+                label=f"{rate}/s ({run['setting']})")
+    ax.plot([0], [0], "o", color="red", ms=6)
+    ax.set_xlabel("seconds from the migration's start")
+    ax.set_ylabel("worst latency per 100 ms (ms)")
+    ax.set_title("Fig. 5: FEATURES_REQUEST latency around the migration", fontsize=9)
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     panels = (("peak_ms_mean", "mean peak latency (ms)"),
               ("affected_pct_mean", "affected requests (% of run)"),
@@ -206,6 +224,10 @@ def plot(path: Path, runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> Opt
             ax.axhline(PAPER["peak_ms_1000_delayed"], ls="--", color="grey", lw=0.8)
             ax.text(0, PAPER["peak_ms_1000_delayed"], "paper, 1000/s: 57 ms", fontsize=7,
                     va="bottom")
+        if key == "lost_total" and not any(summary[s][r].get(key) for s in settings
+                                           for r in summary[s]):
+            ax.text(0.5, 0.5, "no request lost,\nin any setting or rate", ha="center",
+                    transform=ax.transAxes)
         ax.set_xlabel("requests per second")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
@@ -233,9 +255,12 @@ async def amain(args: argparse.Namespace) -> int:
                                      else None)} for s in settings]
     met = {k: (head[k] is not None and (head[k] == v if k == "lost_total" else head[k] <= v))
            for k, v in TARGETS.items()}
+    samples_path = args.out / f"{NAME}.samples.json.gz"
+    _write_samples(samples_path, runs)
     doc = common.result_document(NAME, args.quick, configurations, runs, summary, head,
                                  targets=TARGETS, targets_met=met, paper=PAPER,
-                                 failed_runs=sum(1 for r in runs if "error" in r))
+                                 failed_runs=sum(1 for r in runs if "error" in r),
+                                 samples_file=samples_path.name)
     out = common.write_json(args.out / f"{NAME}.json", doc)
     png = plot(args.out / f"{NAME}.png", runs, summary)
     print(f"wrote {out}" + (f" and {png}" if png else ""), file=sys.stderr)

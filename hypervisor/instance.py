@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from hypervisor import migration as mig
 from hypervisor import ofcodec, wire
+from hypervisor.aio import Tasks
 from hypervisor.slicing import MARKER_COOKIE_PREFIX, Refused, Slicer
 from hypervisor.wire import BadMessage, Conn, ofp, parser
 
@@ -155,42 +156,26 @@ class Instance:
         self.connecting: Dict[int, asyncio.Task] = {}  # dpid -> passive connect
         self.passive: Dict[int, Tuple[str, int]] = {}  # dpid -> its passive port
         self.server: Optional[asyncio.base_events.Server] = None
-        self.tasks: set = set()
-        self.errors: List[str] = []
+        self.tasks = Tasks(LOG, cfg.name)
+        self.errors = self.tasks.errors
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._accept, self.cfg.listen_host,
                                                  self.cfg.listen_port)
-        self._spawn(self._ticker())
+        self.tasks.spawn(self._ticker())
         LOG.info("%s: listening for switches on %s:%d", self.cfg.name, self.cfg.listen_host,
                  self.cfg.listen_port)
 
     async def stop(self) -> None:
         if self.server:
             self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
+        self.tasks.cancel()
         for link in list(self.links.values()):
             link.conn.close()
         for vs in self.vswitches.values():
             if vs.proxy:
                 vs.proxy.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._guard(coro))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def _guard(self, coro: Any) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001  a bug must be seen, never swallowed
-            LOG.exception("%s: task failed", self.cfg.name)
-            self.errors.append("task failed")
 
     async def _ticker(self) -> None:
         while True:
@@ -233,7 +218,7 @@ class Instance:
             vs = VSwitch(link.dpid, tenant, mig.Initial(), link=link)
             self.vswitches[(link.dpid, tenant)] = vs
             link.vswitches[tenant] = vs
-            self._spawn(self._attach(vs, "serve"))
+            self.tasks.spawn(self._attach(vs, "serve"))
         await self._read_switch(link)
 
     async def _open_link(self, link: SwitchLink, expect: Optional[int] = None) -> None:
@@ -548,7 +533,7 @@ class Instance:
             return
         if vs.dpid not in self.connecting:
             host, port = self.passive[vs.dpid]
-            self.connecting[vs.dpid] = self._spawn(self._connect_passive(vs.dpid, host, port))
+            self.connecting[vs.dpid] = self.tasks.spawn(self._connect_passive(vs.dpid, host, port))
 
     def _stop_serving(self, vs: VSwitch) -> None:
         link = vs.link
@@ -694,7 +679,7 @@ class Instance:
                          done=loop.create_future())
             self.vswitches[(dpid, tenant)] = vs
             outcomes[tenant] = vs.done
-            self._spawn(self._attach(vs, "take_over", mid))
+            self.tasks.spawn(self._attach(vs, "take_over", mid))
         wait = timeout if timeout is not None else self.cfg.deadline_s * 4 + 5
         done, _ = await asyncio.wait(list(outcomes.values()), timeout=wait)
         return {"switch": f"{dpid:#x}", "seconds": round(self.clock() - started, 4),

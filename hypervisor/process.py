@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from hypervisor import aio
 from hypervisor.instance import Config, Instance
 
 SERVICE_TYPE = "_sdnmig-hv._tcp.local."
 LOG = logging.getLogger("hypervisor")
-MAX_REQUEST = 64 * 1024
 
 
 def parse_switch(value: Any) -> int:
@@ -99,42 +97,13 @@ async def handle(inst: Instance, request: Dict[str, Any], stop: asyncio.Event) -
     raise ValueError(f"unknown op {op!r}: status, take_over or stop")
 
 
-async def serve_control(inst: Instance, path: Path, stop: asyncio.Event) -> Any:
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("a request is a JSON object")
-                    answer = await handle(inst, request, stop)
-                except (ValueError, TypeError) as exc:
-                    answer = {"error": str(exc)}
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    if path.exists():
-        path.unlink()
-    server = await asyncio.start_unix_server(client, str(path), limit=MAX_REQUEST)
-    os.chmod(path, 0o600)
-    return server
-
-
 async def amain(cfg: Config, control: Path, scope: str, advertise: bool) -> int:
     inst = Instance(cfg)
     await inst.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await serve_control(inst, control, stop)
+    aio.stop_on_signals(stop)
+    server = await aio.serve_control(control, lambda request: handle(inst, request, stop))
     advert: Optional[Advert] = None
     if advertise:
         advert = Advert(cfg.name, str(control), cfg.listen_port, scope)
@@ -149,10 +118,7 @@ async def amain(cfg: Config, control: Path, scope: str, advertise: bool) -> int:
     if advert is not None:
         await loop.run_in_executor(None, advert.close)
     await inst.stop()
-    try:
-        control.unlink()
-    except OSError:
-        pass
+    aio.remove(control)
     return 1 if inst.errors else 0
 
 

@@ -4,31 +4,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hypervisor import aio
 from hypervisor.process import parse_addr
-from proxy.server import Proxy, serve_control
+from proxy.server import Proxy, handle
 
 
 async def amain(host: str, port: int, control: Path, deadline_s: float) -> int:
     proxy = Proxy(host, port, deadline_s)
     await proxy.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await serve_control(proxy, control, stop)
+    aio.stop_on_signals(stop)
+    server = await aio.serve_control(control, lambda request: handle(proxy, request, stop))
     logging.getLogger("proxy").info("proxy: ready (control %s)", control)
     await stop.wait()
     server.close()
     await proxy.stop()
-    try:
-        control.unlink()
-    except OSError:
-        pass
+    aio.remove(control)
     return 1 if proxy.errors else 0
 
 

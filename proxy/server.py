@@ -22,17 +22,16 @@ connects to the tenants' controllers again, and they see their switch reconnect 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import struct
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from hypervisor import migration as mig
 from hypervisor import wire
+from hypervisor.aio import Tasks
 from hypervisor.wire import BadMessage, Conn, ofp
 
 LOG = logging.getLogger("proxy")
@@ -73,40 +72,24 @@ class Proxy:
         self.host, self.port, self.deadline_s, self.clock = host, port, deadline_s, clock
         self.tenancies: Dict[Tuple[int, str], Tenancy] = {}
         self.server: Optional[asyncio.base_events.Server] = None
-        self.tasks: set = set()
-        self.errors: List[str] = []
+        self.tasks = Tasks(LOG, "proxy")
+        self.errors = self.tasks.errors
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._link, self.host, self.port)
         if self.port == 0:
             self.port = self.server.sockets[0].getsockname()[1]
-        self._spawn(self._ticker())
+        self.tasks.spawn(self._ticker())
         LOG.info("proxy: listening for hypervisor instances on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         if self.server:
             self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
+        self.tasks.cancel()
         for ten in self.tenancies.values():
             for conn in (ten.initial, ten.target, ten.tenant_conn):
                 if conn is not None:
                     conn.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._guard(coro))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def _guard(self, coro: Any) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001  a bug must be seen, never swallowed
-            LOG.exception("proxy: task failed")
-            self.errors.append("task failed")
 
     async def _ticker(self) -> None:
         while True:
@@ -265,7 +248,7 @@ class Proxy:
     # -- the tenant's controller ------------------------------------------------------------------------
     def _keep_tenant(self, ten: Tenancy) -> None:
         if ten.tenant_task is None or ten.tenant_task.done():
-            ten.tenant_task = self._spawn(self._tenant(ten))
+            ten.tenant_task = self.tasks.spawn(self._tenant(ten))
 
     async def _tenant(self, ten: Tenancy) -> None:
         """Keep a connection to the tenant's controller while someone serves the tenancy."""
@@ -337,34 +320,12 @@ class Proxy:
                 "errors": list(self.errors)}
 
 
-async def serve_control(proxy: Proxy, path: Path, stop: asyncio.Event) -> Any:
-    """One JSON request per line: {"op": "status"} or {"op": "stop"}."""
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                try:
-                    op = json.loads(line).get("op")
-                    if op == "status":
-                        answer: Any = proxy.status()
-                    elif op == "stop":
-                        stop.set()
-                        answer = {"stopping": "proxy"}
-                    else:
-                        answer = {"error": f"unknown op {op!r}: status or stop"}
-                except (ValueError, AttributeError) as exc:
-                    answer = {"error": f"bad request: {exc}"}
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    if path.exists():
-        path.unlink()
-    server = await asyncio.start_unix_server(client, str(path), limit=64 * 1024)
-    os.chmod(path, 0o600)
-    return server
+async def handle(proxy: Proxy, request: Dict[str, Any], stop: asyncio.Event) -> Any:
+    """The control socket's requests: {"op": "status"} or {"op": "stop"}."""
+    op = request.get("op")
+    if op == "status":
+        return proxy.status()
+    if op == "stop":
+        stop.set()
+        return {"stopping": "proxy"}
+    raise ValueError(f"unknown op {op!r}: status or stop")
