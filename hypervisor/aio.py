@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List
 
+from sdnmig.errors import SdnmigError
+
 MAX_REQUEST = 64 * 1024
 
 
@@ -46,8 +48,8 @@ Handler = Callable[[Dict[str, Any]], Awaitable[Any]]
 
 
 async def serve_control(path: Path, handle: Handler) -> Any:
-    """A Unix socket (0600) answering one JSON object per request line; a ValueError or
-    TypeError from `handle` becomes {"error": ...}."""
+    """A Unix socket (0600) answering one JSON object per request line; a ValueError,
+    TypeError or SdnmigError from `handle` becomes {"error": ...}."""
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -59,7 +61,7 @@ async def serve_control(path: Path, handle: Handler) -> Any:
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
                     answer = await handle(request)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, SdnmigError) as exc:
                     answer = {"error": str(exc)}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from hypervisor import migration as mig
 from hypervisor import ofcodec, wire
 from hypervisor.aio import Tasks
-from hypervisor.slicing import MARKER_COOKIE_PREFIX, Refused, Slicer
+from hypervisor.slicing import MARKER_COOKIE_MASK, MARKER_COOKIE_PREFIX, Refused, Slicer
 from hypervisor.wire import BadMessage, Conn, ofp, parser
 
 LOG = logging.getLogger("hypervisor")
@@ -40,7 +40,7 @@ LOG = logging.getLogger("hypervisor")
 #: experimental EtherType), so no tenant packet can meet it while it exists
 MARKER_IN_PORT = 0xFEFF
 MARKER_MATCH_ETH_TYPE = 0x88B5
-MARKER_COOKIE_MASK = 0xFFFFFFFF_FFFFFFFF
+EXACT_COOKIE = 0xFFFFFFFF_FFFFFFFF   # a marker's delete names its own flow only
 NO_REPLY_MEMORY = 65536             # requests without a reply whose error we can still route
 CONTROL_KINDS = {cls.__name__: cls for cls in (
     mig.TakeOver, mig.Drain, mig.Rerouted, mig.HandedOver, mig.Committed,
@@ -59,7 +59,7 @@ def mid_cookie(mid: str) -> int:
 
 
 def cookie_mid(cookie: int) -> Optional[str]:
-    if cookie & 0xFFFF0000_00000000 != MARKER_COOKIE_PREFIX:
+    if cookie & MARKER_COOKIE_MASK != MARKER_COOKIE_PREFIX:
         return None
     return f"{cookie & 0xFFFF_FFFFFFFF:012x}"
 
@@ -105,7 +105,6 @@ class Config:
 class Pending:
     vs: "VSwitch"
     tenant_xid: int
-    kind: int           # the request's type, or for multipart its multipart type + 1000
 
 
 class SwitchLink:
@@ -567,7 +566,7 @@ class Instance:
         elif isinstance(msg, (mig.MarkAdd, mig.MarkDelete)):
             add = isinstance(msg, mig.MarkAdd)
             conn.send(wire.encode(parser.OFPFlowMod(
-                wire.DESC, cookie=mid_cookie(msg.mid), cookie_mask=MARKER_COOKIE_MASK,
+                wire.DESC, cookie=mid_cookie(msg.mid), cookie_mask=EXACT_COOKIE,
                 command=ofp.OFPFC_ADD if add else ofp.OFPFC_DELETE_STRICT, priority=0,
                 out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                 flags=ofp.OFPFF_SEND_FLOW_REM if add else 0,
@@ -581,28 +580,27 @@ class Instance:
         _v, msg_type, _l, txid = wire.header(raw)
         try:
             if msg_type in (ofp.OFPT_FEATURES_REQUEST, ofp.OFPT_BARRIER_REQUEST):
-                self._forward(vs, link, raw, txid, msg_type, reply=True)
+                self._forward(vs, link, raw, txid, reply=True)
             elif msg_type == ofp.OFPT_ECHO_REQUEST:
                 self._up(vs, wire.echo_reply(raw))
             elif msg_type == ofp.OFPT_HELLO:
                 pass
             elif msg_type == ofp.OFPT_FLOW_MOD:
                 for out in self.slicer.flow_mod(vs.tenant, vs.dpid, wire.decode(raw)):
-                    self._forward(vs, link, wire.encode(out, 0), txid, msg_type, reply=False)
+                    self._forward(vs, link, wire.encode(out, 0), txid, reply=False)
             elif msg_type == ofp.OFPT_PACKET_OUT:
                 out = self.slicer.packet_out(vs.tenant, vs.dpid, ofcodec.packet_out(raw))
                 if out.actions:  # none left (FLOOD on a one-port slice) is a drop; and the
                     # platform's encoder garbles a packet-out without actions (test_ofmsgs)
-                    self._forward(vs, link, wire.encode(out, 0), txid, msg_type, reply=False)
+                    self._forward(vs, link, wire.encode(out, 0), txid, reply=False)
             elif msg_type == ofp.OFPT_MULTIPART_REQUEST:  # allowed ones go as they are: the
                 self.slicer.multipart_request(              # replies are filtered
                     vs.tenant, vs.dpid, ofcodec.multipart_request(raw))
-                self._forward(vs, link, raw, txid,
-                              1000 + struct.unpack_from("!H", raw, 8)[0], reply=True)
+                self._forward(vs, link, raw, txid, reply=True)
             elif msg_type in ofcodec.SHARED_MODS or msg_type == ofp.OFPT_PORT_MOD:
                 self.slicer.check(vs.tenant, vs.dpid, ofcodec.port_mod(raw)
                                   if msg_type == ofp.OFPT_PORT_MOD else ofcodec.shared_mod(raw))
-                self._forward(vs, link, raw, txid, msg_type, reply=False)
+                self._forward(vs, link, raw, txid, reply=False)
             elif msg_type in _VIRTUAL:
                 self._virtual(vs, raw, msg_type, txid)
             else:
@@ -622,10 +620,10 @@ class Instance:
             self.errors.append(f"request of type {msg_type} failed")
             self._up(vs, wire.error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_EPERM, txid, raw))
 
-    def _forward(self, vs: VSwitch, link: SwitchLink, raw: bytes, txid: int, kind: int,
+    def _forward(self, vs: VSwitch, link: SwitchLink, raw: bytes, txid: int,
                  reply: bool) -> None:
         xid = link.next_xid()
-        pend = Pending(vs, txid, kind)
+        pend = Pending(vs, txid)
         if reply:
             link.pending[xid] = pend
         else:

@@ -24,26 +24,10 @@ from typing import Any, Dict, Optional, Sequence
 
 from hypervisor import aio
 from hypervisor.instance import Config, Instance
+from hypervisor.state import parse_dpid, parse_hostport
 
 SERVICE_TYPE = "_sdnmig-hv._tcp.local."
 LOG = logging.getLogger("hypervisor")
-
-
-def parse_switch(value: Any) -> int:
-    try:
-        dpid = int(value, 0) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"switch {value!r}: a datapath id, e.g. 1 or \"0x1\"") from None
-    if not 0 < dpid < 2 ** 64:
-        raise ValueError(f"switch {value!r} out of range")
-    return dpid
-
-
-def parse_addr(value: Any) -> tuple:
-    host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"address {value!r}: use host:port")
-    return host, int(port)
 
 
 class Advert:
@@ -86,13 +70,16 @@ async def handle(inst: Instance, request: Dict[str, Any], stop: asyncio.Event) -
         unknown = set(request) - {"op", "switch", "passive", "tenants", "timeout"}
         if unknown:
             raise ValueError(f"take_over: unknown field(s) {', '.join(sorted(unknown))}")
-        host, port = parse_addr(request.get("passive"))
+        host, port = parse_hostport(request.get("passive"), "passive")
         tenants = request.get("tenants")
         if tenants is not None and (not isinstance(tenants, list)
                                     or not all(isinstance(t, str) for t in tenants)):
             raise ValueError("tenants: a list of tenant names")
         timeout = request.get("timeout")
-        return await inst.take_over(parse_switch(request.get("switch")), host, port, tenants,
+        dpid = parse_dpid(request.get("switch"))
+        if dpid is None:
+            raise ValueError(f"switch {request.get('switch')!r}: a datapath id, e.g. \"0x1\"")
+        return await inst.take_over(dpid, host, port, tenants,
                                     float(timeout) if timeout is not None else None)
     raise ValueError(f"unknown op {op!r}: status, take_over or stop")
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from hypervisor.slicing import Slicer
 from sdnmig.errors import SdnmigError
 
 VERSION = 1
@@ -181,13 +182,9 @@ def parse_dpid(value: Any) -> Optional[int]:
 
 
 def tenants_on(slices: Sequence[Mapping[str, Any]], dpid: int) -> List[str]:
-    """The tenants whose slice has a port (access or trunk) on switch `dpid`."""
-    found = []
-    for item in slices:
-        maps = [item.get("ports") or {}, item.get("trunks") or {}]
-        if any(parse_dpid(k) == dpid and v for m in maps for k, v in m.items()):
-            found.append(str(item.get("tenant")))
-    return sorted(found)
+    """The tenants whose slice has a port (access or trunk) on switch `dpid`: the instances'
+    own reading of the slices (hypervisor.slicing), so the two never disagree."""
+    return Slicer.from_config(slices).tenants_on(dpid)
 
 
 def check_deployment(slices: Any, controllers: Mapping[str, str]) -> List[Dict[str, Any]]:
@@ -198,14 +195,9 @@ def check_deployment(slices: Any, controllers: Mapping[str, str]) -> List[Dict[s
     if not isinstance(slices, list) or not all(isinstance(s, dict) for s in slices):
         raise SdnmigError("slices: a JSON list of slice objects ({\"tenant\", \"ports\"})")
     try:
-        from hypervisor.slicing import Slicer
-    except ImportError:
-        Slicer = None  # noqa: N806  a colleague's module, not there yet: our own checks only
-    if Slicer is not None:
-        try:
-            Slicer.from_config(slices)
-        except ValueError as exc:
-            raise SdnmigError(f"slices: {exc}") from None
+        Slicer.from_config(slices)
+    except ValueError as exc:
+        raise SdnmigError(f"slices: {exc}") from None
     tenants = [s.get("tenant") for s in slices]
     if not all(isinstance(t, str) and t for t in tenants):
         raise SdnmigError("slices: every slice needs a \"tenant\" name")

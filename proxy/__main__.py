@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hypervisor import aio
-from hypervisor.process import parse_addr
+from hypervisor.state import parse_hostport
+from sdnmig.errors import SdnmigError
 from proxy.server import Proxy, handle
 
 
@@ -37,9 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        host, port = parse_addr(args.listen)
+        host, port = parse_hostport(args.listen, "--listen")
         return asyncio.run(amain(host, port, args.control, args.deadline))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, SdnmigError) as exc:
         print(f"proxy: {exc}", file=sys.stderr)
         return 2
 
